@@ -8,6 +8,7 @@ import sys
 import threading
 
 import anyio
+from anyio.abc import TaskStatus
 from loguru import logger
 
 from node.sim.server import SimConfig, Simulator
@@ -16,24 +17,40 @@ from node.sim.server import SimConfig, Simulator
 async def serve(config: SimConfig, *, exit_with_parent: bool = False) -> None:
     """Serve until SIGINT/SIGTERM, or until stdin closes when ``exit_with_parent``."""
     sim = Simulator(config)
-    async with anyio.create_task_group() as tg:
-        await tg.start(sim.run)
-        # The announcement is the contract with whoever started us (tests, the sim
-        # launcher): one line each, on stdout, flushed.
-        print(f"listening on {config.host}:{sim.port}", flush=True)
-        if sim.control_port is not None:
-            print(f"control channel on 127.0.0.1:{sim.control_port}", flush=True)
-        tg.start_soon(_stop_on_signal, tg.cancel_scope)
-        if exit_with_parent:
-            _watch_parent(tg.cancel_scope)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(_stop_on_signal, tg.cancel_scope)
+            await tg.start(sim.run)
+            # The announcement is the contract with whoever started us (tests, the sim
+            # launcher): one line each, on stdout, flushed.
+            print(f"listening on {config.host}:{sim.port}", flush=True)
+            if sim.control_port is not None:
+                print(f"control channel on 127.0.0.1:{sim.control_port}", flush=True)
+            if exit_with_parent:
+                _watch_parent(tg.cancel_scope)
+    except BaseExceptionGroup as group:
+        raise _sole_cause(group) from None
     logger.info("simulator stopped")
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    signals = [signal.SIGINT, signal.SIGTERM]
-    if sys.platform == "win32":  # pragma: no cover - Windows only
+def _sole_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested groups (a failed bind), else the group itself."""
+    while len(group.exceptions) == 1:
+        inner = group.exceptions[0]
+        if not isinstance(inner, BaseExceptionGroup):
+            return inner
+        group = inner
+    return group
+
+
+async def _stop_on_signal(
+    scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    if sys.platform == "win32":  # pragma: no cover - Ctrl+C arrives as KeyboardInterrupt
+        task_status.started()
         await anyio.sleep_forever()
-    with anyio.open_signal_receiver(*signals) as received:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        task_status.started()
         async for signum in received:
             logger.info("received {}; stopping", signal.Signals(signum).name)
             scope.cancel()

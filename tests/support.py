@@ -1,0 +1,31 @@
+"""Helpers shared by the tests (importable because pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from ib_async import IB
+
+WAIT = 20  # generous: every wait ends as soon as its condition holds
+
+
+async def until(predicate: Callable[[], Any]) -> None:
+    """Wait until a condition on a client's state holds, failing after WAIT seconds.
+
+    ib_async updates its state from socket callbacks without an awaitable per field,
+    so this polls; it never waits longer than the condition takes.
+    """
+    with anyio.fail_after(WAIT):
+        while not predicate():  # noqa: ASYNC110 - no event exists for arbitrary client state
+            await anyio.sleep(0.01)
+
+
+async def connect_ib(port: int, client_id: int = 1, codes: list[int] | None = None) -> IB:
+    """An ib_async client after its full start-up sync; error codes go to ``codes``."""
+    ib = IB()
+    if codes is not None:
+        ib.errorEvent += lambda req_id, code, message, contract: codes.append(code)
+    await ib.connectAsync("127.0.0.1", port, clientId=client_id, timeout=WAIT, raiseSyncErrors=True)
+    return ib
