@@ -1151,10 +1151,14 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=do_connect, name="ibapi-connect", daemon=True).start()
         if not connect_done.wait(args.timeout):
             raise HarnessTimeout("handshake (server version reply)")
-        if not client.isConnected():
+        if client.serverVersion() is None:  # refused, or closed before the version reply
+            w.set_closed()
             raise HarnessClosed("handshake (socket)")
         out["server_version"] = client.serverVersion()
         out["connection_time"] = text(client.twsConnectionTime())
+        # Start the message loop even if the socket is already gone (e.g. 326 + close
+        # right after startApi): run() drains what the reader queued, then reports
+        # connectionClosed.
         threading.Thread(target=run_loop, name="ibapi-run", daemon=True).start()
 
         w.wait_for(
