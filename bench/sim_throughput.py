@@ -69,6 +69,7 @@ class Run:
     mode: str
     orders: int
     window: int
+    subscribed: bool = False
     filled: int = 0
     failed: int = 0
     wall: float = 0.0
@@ -221,18 +222,27 @@ class RawClient:
         self.bytes = 0
 
     @classmethod
-    async def connect(cls, port: int, client_id: int) -> tuple[RawClient, int]:
+    async def connect(cls, port: int, client_id: int) -> tuple[RawClient, int, str]:
+        """Handshake and startApi; returns the client, nextValidId and the first account."""
         reader, writer = await asyncio.open_connection(HOST, port)
         self = cls(reader, writer)
         writer.write(b"API\0" + _frame(b"v157..178"))
         version_reply = await self._next_fields()
         if int(version_reply[0]) != SERVER_VERSION:
             raise RuntimeError(f"unexpected server version {version_reply!r}")
-        writer.write(_frame(f"71\x002\x00{client_id}\x00\x00".encode()))
-        while True:
+        self.send(71, 2, client_id, "")  # startApi
+        next_id: int | None = None
+        account = ""
+        while next_id is None or not account:
             fields = await self._next_fields()
             if fields[0] == "9":  # nextValidId
-                return self, int(fields[2])
+                next_id = int(fields[2])
+            elif fields[0] == "15":  # managedAccounts
+                account = fields[2].split(",")[0]
+        return self, next_id, account
+
+    def send(self, *fields: object) -> None:
+        self.writer.write(_frame("".join(f"{f}\0" for f in fields).encode()))
 
     async def _next_fields(self) -> list[str]:
         async for payload in self.payloads():
@@ -266,7 +276,11 @@ class RawClient:
 
 
 async def run_raw(sim: SimProcess, run: Run, cap: float) -> None:
-    client, first_id = await RawClient.connect(sim.port, client_id=1)
+    client, first_id, account = await RawClient.connect(sim.port, client_id=1)
+    if run.subscribed:  # what ib_async's connectAsync subscribes to, in its order
+        client.send(61, 1)  # reqPositions
+        client.send(6, 2, 1, account)  # reqAccountUpdates
+        client.send(76, 1, 9999, account, "", 0)  # reqAccountUpdatesMulti
     frames = encode_market_orders(first_id, run.orders)
     n = run.orders
     run.sent_at = [0.0] * n
@@ -414,22 +428,39 @@ class Scenario:
     mode: str
     window: int
     log_level: str
+    subscribed: bool = False  # raw client: also subscribe to what ib_async subscribes to
 
     @property
     def label(self) -> str:
         return f"{self.client} {self.mode}"
 
+    @property
+    def slug(self) -> str:
+        extra = "-subscribed" if self.subscribed else ""
+        return f"{self.client}-w{self.window}{extra}-{self.log_level.lower()}"
+
 
 def scenarios(window: int, orders: int) -> list[Scenario]:
+    """Measured round-robin, ``--repeat`` times; the throttled baseline once, at the end."""
     out: list[Scenario] = []
     for level in ("WARNING", "INFO"):
         out += [
             Scenario("raw", f"pipelined (window {window})", window, level),
             Scenario("raw", "sequential", 1, level),
+            Scenario(
+                "raw",
+                f"pipelined (window {window}), ib_async's subscriptions",
+                window,
+                level,
+                subscribed=True,
+            ),
             Scenario("ib_async", "unthrottled, all at once", orders, level),
         ]
-    out.append(Scenario("ib_async-throttled", "default throttle (45/s)", orders, "WARNING"))
     return out
+
+
+BASELINE = Scenario("ib_async-throttled", "default throttle (45/s), all at once", 0, "WARNING")
+WARM_UP = Scenario("raw", "warm-up (not reported)", 50, "WARNING")
 
 
 async def measure(
@@ -440,7 +471,10 @@ async def measure(
     deadline: float,
     profile: Path | None = None,
 ) -> Run:
-    run = Run(scenario.client, scenario.log_level, scenario.mode, orders, scenario.window)
+    window = scenario.window or orders
+    run = Run(
+        scenario.client, scenario.log_level, scenario.mode, orders, window, scenario.subscribed
+    )
     cap = max(1.0, min(cap, deadline - time.monotonic()))
     async with simulator(scenario.log_level, workdir, profile) as sim:
         if scenario.client == "raw":
@@ -454,32 +488,31 @@ async def measure(
 
 async def bench(args: argparse.Namespace) -> list[tuple[Scenario, list[Run]]]:
     deadline = time.monotonic() + args.max_seconds
-    results: list[tuple[Scenario, list[Run]]] = []
+    plan = scenarios(args.window, args.orders)
+    results: dict[Scenario, list[Run]] = {scenario: [] for scenario in [*plan, BASELINE]}
+    order = [WARM_UP] + plan * args.repeat + [BASELINE]
     with tempfile.TemporaryDirectory(prefix="sim-throughput-") as tmp:
-        for scenario in scenarios(args.window, args.orders):
-            repeats = 1 if scenario.client == "ib_async-throttled" else args.repeat
-            runs: list[Run] = []
-            for _ in range(repeats):
-                if time.monotonic() > deadline:
-                    print(f"time budget spent; skipping {scenario.label}", file=sys.stderr)
-                    break
-                profile = None
-                if args.profile is not None:
-                    name = f"{scenario.client}-{scenario.window}-{scenario.log_level.lower()}"
-                    profile = args.profile / f"{name}.prof"
-                run = await measure(scenario, args.orders, args.cap, Path(tmp), deadline, profile)
-                if profile is not None:
-                    print_profile(profile, scenario)
-                runs.append(run)
-                print(
-                    f"{scenario.log_level:<7} {scenario.label:<38} "
-                    f"{run.filled}/{run.orders} in {run.wall:6.3f} s = {run.rate:7.1f} orders/s"
-                    + (" (capped)" if run.capped else ""),
-                    file=sys.stderr,
-                )
-            if runs:
-                results.append((scenario, runs))
-    return results
+        for scenario in order:
+            if time.monotonic() > deadline:
+                print(f"time budget spent; skipping {scenario.label}", file=sys.stderr)
+                continue
+            warm_up = scenario is WARM_UP
+            profile = None
+            if args.profile is not None and not warm_up and not results[scenario]:
+                profile = args.profile / f"{scenario.slug}.prof"
+            orders = min(args.orders, 100) if warm_up else args.orders
+            run = await measure(scenario, orders, args.cap, Path(tmp), deadline, profile)
+            if profile is not None:
+                print_profile(profile, scenario)
+            if not warm_up:
+                results[scenario].append(run)
+            print(
+                f"{scenario.log_level:<7} {scenario.label:<52} "
+                f"{run.filled}/{run.orders} in {run.wall:6.3f} s = {run.rate:7.1f} orders/s"
+                + (" (capped)" if run.capped else ""),
+                file=sys.stderr,
+            )
+    return [(scenario, runs) for scenario, runs in results.items() if runs]
 
 
 # ---------------------------------------------------------------------- reporting
@@ -513,9 +546,9 @@ def table(results: list[tuple[Scenario, list[Run]]]) -> str:
         (_median_run(runs).rate for s, runs in results if s.client == "ib_async-throttled"), None
     )
     head = (
-        "| client | mode | sim log level | orders acked+filled | orders/s (median; range) "
-        "| × IB limit 50/s | × ib_async throttled | ack p50 / p99 ms | fill p50 / p99 ms "
-        "| sim CPU | sim CPU µs/order | msgs in/order | sim log lines/order |"
+        "| client | mode | sim log | acked+filled | orders/s (median; range) "
+        "| × IB 50/s | × ib_async throttled | ack p50 / p99 ms | filled p50 / p99 ms "
+        "| sim CPU | sim CPU µs/order | client CPU | msgs in/order | log lines/order |"
     )
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
     for scenario, runs in results:
@@ -534,6 +567,7 @@ def table(results: list[tuple[Scenario, list[Run]]]) -> str:
             else "–"
         )
         per = run.filled or 1
+        client_cpu = f"{100 * run.client_cpu / run.wall:.0f}%" if run.wall else "–"
         lines.append(
             "| "
             + " | ".join(
@@ -551,6 +585,7 @@ def table(results: list[tuple[Scenario, list[Run]]]) -> str:
                     f"{_ms(run.fill_ms(0.5))} / {_ms(run.fill_ms(0.99))}",
                     cpu,
                     cpu_per,
+                    client_cpu,
                     f"{run.messages_in / per:.1f}",
                     f"{run.log_lines / per:.1f}",
                 ]
