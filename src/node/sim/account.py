@@ -20,6 +20,7 @@ class Position:
     con_id: int
     quantity: float
     avg_cost: float  # per share, commission included, as IB reports it
+    realized_pnl: float = 0.0  # today's, for this contract (updatePortfolio reports it per row)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Account:
             direction = 1.0 if pos.quantity > 0 else -1.0
             realized = (price - pos.avg_cost) * closing * direction - commission
             self.realized_pnl += realized
+            pos.realized_pnl += realized
             remainder = signed_qty + closing * direction  # what is left after closing
             pos.quantity += signed_qty
             if pos.quantity == 0:
@@ -147,6 +149,7 @@ class Account:
                 int(raw["con_id"]),
                 float(raw["quantity"]),
                 float(raw["avg_cost"]),
+                float(raw.get("realized_pnl", 0.0)),
             )
             if lookup(pos.symbol) is not None:
                 account.positions[pos.symbol] = pos

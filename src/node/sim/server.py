@@ -844,7 +844,7 @@ class Simulator:
                         pos.quantity,
                         self.market.quote(pos.symbol).last,
                         pos.avg_cost,
-                        account.realized_pnl,
+                        pos.realized_pnl,
                         self.account,
                     )
                 )
