@@ -79,6 +79,7 @@ class Run:
     filled_at: list[float | None] = field(default_factory=list)
     server_cpu: float | None = None
     client_cpu: float = 0.0
+    other_cpu: float | None = None  # everything else on the machine (noise)
     messages_in: int = 0
     bytes_in: int = 0
     log_lines: int = 0
@@ -113,6 +114,33 @@ def _process_cpu(pid: int) -> float | None:
     fields = stat.rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds the whole machine has spent busy (Linux /proc/stat), or None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class Meter:
+    """CPU used by the simulator, by this process and by everything else, over one run."""
+
+    def __init__(self, sim: SimProcess) -> None:
+        self.sim = sim
+        self.sim0, self.client0, self.busy0 = sim.cpu(), time.process_time(), _machine_busy()
+
+    def stop(self, run: Run) -> None:
+        sim1, client1, busy1 = self.sim.cpu(), time.process_time(), _machine_busy()
+        run.client_cpu = client1 - self.client0
+        if self.sim0 is not None and sim1 is not None:
+            run.server_cpu = sim1 - self.sim0
+        if self.busy0 is not None and busy1 is not None and run.server_cpu is not None:
+            run.other_cpu = max(0.0, busy1 - self.busy0 - run.server_cpu - run.client_cpu)
 
 
 # ---------------------------------------------------------------------- the simulator
@@ -195,14 +223,14 @@ def encode_market_orders(first_id: int, count: int) -> list[bytes]:
     from ib_async import MarketOrder, Stock
     from ib_async.client import Client
 
-    client = Client(None)  # type: ignore[arg-type]
+    client = Client(None)  # type: ignore[no-untyped-call]
     client._serverVersion = SERVER_VERSION
     client.connState = Client.CONNECTED
     captured: list[str] = []
-    client.sendMsg = captured.append  # type: ignore[method-assign]
+    client.sendMsg = captured.append  # type: ignore[method-assign, assignment]
     contract = Stock(SYMBOL, "SMART", "USD")
     for i in range(count):
-        client.placeOrder(first_id + i, contract, MarketOrder(_side(i), 1))
+        client.placeOrder(first_id + i, contract, MarketOrder(_side(i), 1))  # type: ignore[no-untyped-call]
     return [_frame(msg.encode()) for msg in captured]
 
 
@@ -333,7 +361,7 @@ async def run_raw(sim: SimProcess, run: Run, cap: float) -> None:
 
     receiver = asyncio.create_task(receive())
     await asyncio.sleep(0.2)  # let the start-up notices arrive before the clock starts
-    cpu0, client_cpu0 = sim.cpu(), time.process_time()
+    meter = Meter(sim)
     messages0, bytes0 = client.messages, client.bytes
     start = time.perf_counter()
     sender = asyncio.create_task(send())
@@ -342,9 +370,7 @@ async def run_raw(sim: SimProcess, run: Run, cap: float) -> None:
     except TimeoutError:
         run.capped = True
     run.wall = time.perf_counter() - start
-    cpu1 = sim.cpu()
-    run.client_cpu = time.process_time() - client_cpu0
-    run.server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    meter.stop(run)
     run.messages_in = client.messages - messages0
     run.bytes_in = client.bytes - bytes0
     for task in (sender, receiver):
@@ -398,7 +424,7 @@ async def run_ib_async(sim: SimProcess, run: Run, cap: float, *, throttled: bool
 
             return on_status
 
-        cpu0, client_cpu0 = sim.cpu(), time.process_time()
+        meter = Meter(sim)
         messages0, bytes0 = ib.client._numMsgRecv, ib.client._numBytesRecv
         start = time.perf_counter()
         for i in range(n):
@@ -410,9 +436,7 @@ async def run_ib_async(sim: SimProcess, run: Run, cap: float, *, throttled: bool
         except TimeoutError:
             run.capped = True
         run.wall = time.perf_counter() - start
-        cpu1 = sim.cpu()
-        run.client_cpu = time.process_time() - client_cpu0
-        run.server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+        meter.stop(run)
         run.messages_in = ib.client._numMsgRecv - messages0
         run.bytes_in = ib.client._numBytesRecv - bytes0
     finally:
@@ -441,12 +465,13 @@ class Scenario:
 
 
 def scenarios(window: int, orders: int) -> list[Scenario]:
-    """Measured round-robin, ``--repeat`` times; the throttled baseline once, at the end."""
+    """Measured round-robin, ``--repeat`` times, after one throttled baseline run."""
     out: list[Scenario] = []
     for level in ("WARNING", "INFO"):
+        out.append(Scenario("raw", f"pipelined (window {window})", window, level))
+        if level == "WARNING":
+            out.append(Scenario("raw", "sequential (1 in flight)", 1, level))
         out += [
-            Scenario("raw", f"pipelined (window {window})", window, level),
-            Scenario("raw", "sequential", 1, level),
             Scenario(
                 "raw",
                 f"pipelined (window {window}), ib_async's subscriptions",
@@ -487,10 +512,12 @@ async def measure(
 
 
 async def bench(args: argparse.Namespace) -> list[tuple[Scenario, list[Run]]]:
+    args.load_before = _load_average()
     deadline = time.monotonic() + args.max_seconds
     plan = scenarios(args.window, args.orders)
     results: dict[Scenario, list[Run]] = {scenario: [] for scenario in [*plan, BASELINE]}
-    order = [WARM_UP] + plan * args.repeat + [BASELINE]
+    # The baseline goes first so that the ratios exist even if the time budget runs out.
+    order = [WARM_UP, BASELINE, *(plan * args.repeat)]
     with tempfile.TemporaryDirectory(prefix="sim-throughput-") as tmp:
         for scenario in order:
             if time.monotonic() > deadline:
@@ -512,7 +539,15 @@ async def bench(args: argparse.Namespace) -> list[tuple[Scenario, list[Run]]]:
                 + (" (capped)" if run.capped else ""),
                 file=sys.stderr,
             )
+    args.load_after = _load_average()
     return [(scenario, runs) for scenario, runs in results.items() if runs]
+
+
+def _load_average() -> str:
+    try:
+        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 # ---------------------------------------------------------------------- reporting
@@ -548,7 +583,8 @@ def table(results: list[tuple[Scenario, list[Run]]]) -> str:
     head = (
         "| client | mode | sim log | acked+filled | orders/s (median; range) "
         "| × IB 50/s | × ib_async throttled | ack p50 / p99 ms | filled p50 / p99 ms "
-        "| sim CPU | sim CPU µs/order | client CPU | msgs in/order | log lines/order |"
+        "| sim CPU µs/order | sim ceiling orders/s | sim CPU | client CPU | other load "
+        "| msgs in/order | log lines/order |"
     )
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
     for scenario, runs in results:
@@ -561,11 +597,11 @@ def table(results: list[tuple[Scenario, list[Run]]]) -> str:
             if run.server_cpu is not None and run.wall
             else "–"
         )
-        cpu_per = (
-            f"{1e6 * run.server_cpu / run.filled:.0f}"
-            if run.server_cpu is not None and run.filled
-            else "–"
-        )
+        cpu_per = ceiling = "–"
+        if run.server_cpu and run.filled:
+            cpu_per = f"{1e6 * run.server_cpu / run.filled:.0f}"
+            ceiling = f"{run.filled / run.server_cpu:.0f}"
+        other = f"{100 * run.other_cpu / run.wall:.0f}%" if run.other_cpu is not None else "–"
         per = run.filled or 1
         client_cpu = f"{100 * run.client_cpu / run.wall:.0f}%" if run.wall else "–"
         lines.append(
@@ -583,9 +619,11 @@ def table(results: list[tuple[Scenario, list[Run]]]) -> str:
                     ratio_base,
                     f"{_ms(run.ack_ms(0.5))} / {_ms(run.ack_ms(0.99))}",
                     f"{_ms(run.fill_ms(0.5))} / {_ms(run.fill_ms(0.99))}",
-                    cpu,
                     cpu_per,
+                    ceiling,
+                    cpu,
                     client_cpu,
+                    other,
                     f"{run.messages_in / per:.1f}",
                     f"{run.log_lines / per:.1f}",
                 ]
@@ -614,6 +652,8 @@ def report(args: argparse.Namespace, results: list[tuple[Scenario, list[Run]]]) 
             "",
             f"Command: `{command.strip()}` ({args.orders} orders per run, "
             f"{args.repeat} run(s) per raw/unthrottled scenario, a fresh simulator per run).",
+            "",
+            f"Load average (1/5/15 min) before: {args.load_before}; after: {args.load_after}.",
             "",
             table(results),
         ]

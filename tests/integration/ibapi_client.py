@@ -14,14 +14,25 @@ Protocol of the script:
   for ``nextValidId`` + ``managedAccounts``.
 * Barrier: it then asks ``reqCurrentTime`` and waits for the answer, so that every
   message the server sent right after startApi (farm notices) has been delivered.
-* It prints ``READY`` on **stderr** (flows that need the test to act print more
-  lines there, e.g. ``WORKING <orderId>`` or ``STREAMING <reqId>``).
+* It prints ``READY`` on **stderr**. Flows that need the test to act print more
+  lines there: ``STREAMING <reqId>`` (stream: first tick in), ``FIRST_FILL <orderId>``
+  (market_order: first execution in, e.g. to drive partial fills) and
+  ``WORKING <orderId>`` (limit_order --wait-fill: the order rests, move the price).
 * It runs FLOW, prints exactly ONE JSON object on stdout, disconnects, exits.
+
+The report always has: flow, client_id, connected, server_version, connection_time,
+managed_accounts, next_valid_id, errors (every error(reqId, code, msg) as
+{"id", "code", "msg"}), errors_after_ready, connection_closed, run_exception (a
+traceback if ibapi's run() loop died), ibapi_log_errors (ibapi's own ERROR log
+lines, e.g. "diff len fields and params" for a dropped message), callbacks (count
+per callback) and result (flow specific, filled in even when a wait times out).
+``--trace`` adds wire: [msgId, field count, fields] for every decoded message.
 
 Exit codes: 0 = flow completed (for ``connect`` also when the server refused the
 connection, ``"connected": false``); 3 = an internal deadline expired
 (``"timeout": "<what>"``); 4 = the connection was closed/refused before the flow
-could finish (``"closed_during": "<what>"``); 2 = bad command line.
+could finish (``"closed_during": "<what>"``); 1 = bug in this script
+(``harness_exception``); 2 = bad command line.
 
 Every wait is on a ``threading.Condition`` with a deadline.  The only bounded
 "nothing more arrives" wait is in ``whatif`` (no orderStatus may follow a what-if

@@ -890,7 +890,10 @@ class Simulator:
         last = self.market.quote(symbol).last
         qty = pos.quantity if pos else 0.0
         unrealized = (last - pos.avg_cost) * qty if pos else 0.0
-        session.send(m.pnl_single(req_id, qty, unrealized, unrealized, 0.0, qty * last))
+        realized = pos.realized_pnl if pos else 0.0
+        session.send(
+            m.pnl_single(req_id, qty, unrealized + realized, unrealized, realized, qty * last)
+        )
 
     def _stream_quotes(self, symbol: str | None) -> None:
         if self.faults.streaming_paused:
