@@ -73,6 +73,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit when stdin closes (used by the node's sim launcher)",
     )
     sim.set_defaults(handler=_run_sim)
+
+    run = commands.add_parser(
+        "run",
+        help="run the daemon: supervise the gateway and serve the API",
+        description="Run the node until shutdown (Ctrl+C, SIGTERM, CTRL_BREAK or "
+        "`ibkr-node ctl shutdown`).",
+    )
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="try the node on its simulated gateway with fake money: sim "
+        "launcher, paper, always-open window, orders enabled and armed for this "
+        "process; generates an API key if none is configured",
+    )
+    run.set_defaults(handler=_run_daemon)
+
+    state = commands.add_parser(
+        "state", help="print the daemon's state (exit 0 SERVING, 1 other, 2 unreachable)"
+    )
+    state.add_argument("--json", action="store_true", help="the state document as JSON")
+    state.set_defaults(handler=_state)
+
+    ctl = commands.add_parser("ctl", help="operator commands to the running daemon")
+    actions = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = actions.add_parser("start", help="start the gateway now (clears a `ctl stop`)")
+    start.add_argument(
+        "--force",
+        action="store_true",
+        help="hold the window open until `ctl release` or FORCE_MAX_HOURS",
+    )
+    for name, text in [
+        ("stop", "stop the gateway and stay OFF until `ctl start` (survives a restart)"),
+        ("release", "end a forced start"),
+        ("reset-backoff", "clear the restart budget and the backoff delay step"),
+        ("clear-latch", "clear a 'needs human' latch and start again"),
+        ("shutdown", "stop the gateway and exit the daemon with code 0"),
+    ]:
+        actions.add_parser(name, help=text)
+    ctl.set_defaults(handler=_ctl)
+
+    keygen = commands.add_parser("keygen", help="write a new API key to API_KEY_FILE")
+    keygen.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace the current key; it stays valid until the next rotation",
+    )
+    keygen.set_defaults(handler=_keygen)
     return parser
 
 
@@ -118,6 +165,57 @@ def _run_sim(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    return 0
+
+
+def _run_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from node.runtime import Running, StartupError, banner, run_node
+
+    def ready(running: Running) -> None:
+        print(banner(settings, running.demo_key, args.demo), flush=True)
+
+    try:
+        anyio.run(lambda: run_node(settings, demo=args.demo, on_ready=ready))
+    except StartupError as exc:
+        print(f"ibkr-node run: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _state(args: argparse.Namespace, settings: Settings) -> int:
+    from node import ctl
+
+    try:
+        doc = ctl.get_state(settings)
+    except ctl.CtlError as exc:
+        print(f"ibkr-node state: {exc}", file=sys.stderr)
+        return ctl.UNREACHABLE
+    print(ctl.dumps(doc) if args.json else ctl.describe_state(doc))
+    return ctl.state_exit_code(doc)
+
+
+def _ctl(args: argparse.Namespace, settings: Settings) -> int:
+    from node import ctl
+
+    try:
+        reply = ctl.admin(settings, args.action, force=getattr(args, "force", False))
+    except ctl.CtlError as exc:
+        print(f"ibkr-node ctl {args.action}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.action}: {reply['result']} (state {reply['state']})")
+    return 0
+
+
+def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from node import ctl
+
+    try:
+        key = ctl.keygen(settings.API_KEY_FILE, rotate=args.rotate)
+    except ctl.CtlError as exc:
+        print(f"ibkr-node keygen: {exc}", file=sys.stderr)
+        return 2
+    print(f"new API key written to {settings.API_KEY_FILE} (shown once; give it to the Pi):")
+    print(key)
     return 0
 
 

@@ -1,0 +1,295 @@
+"""The daemon: one task group holding the event loop, the clock, the API server and notifiers.
+
+Everything that happens is an Event on one queue; one task feeds the queue to the
+lifecycle machine. The API reads the status document and posts commands as events.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from loguru import logger
+
+from node.backoff import BackoffSchedule, RestartBudget
+from node.broker import Broker
+from node.clock import Clock, RunWindow
+from node.config import Settings
+from node.events import Event, Trigger
+from node.latches import OperatorState
+from node.machine import Lifecycle, State, TransitionRecord
+from node.plugins.launchers.base import Launcher
+from node.plugins.notifiers.base import Notice, Notifier
+from node.states.context import StateContext
+
+TIME_JUMP = 5.0  # seconds between expected and actual wake-up that mean the clock jumped
+
+
+def utc_text(when: datetime | None) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when else None
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        launcher: Launcher,
+        window: RunWindow,
+        notifiers: Sequence[Notifier] = (),
+        *,
+        armed_by_demo: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.launcher = launcher
+        self.window = window
+        self.notifiers = list(notifiers)
+        self.armed_by_demo = armed_by_demo
+        state_dir = settings.STATE_DIR
+        self._send: MemoryObjectSendStream[Event]
+        self._receive: MemoryObjectReceiveStream[Event]
+        self._send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
+        self.operator = OperatorState(state_dir / "operator_state.json")
+        self.budget = RestartBudget(
+            state_dir / "restart_state.json", settings.MAX_RESTARTS_PER_HOUR
+        )
+        self.broker = Broker(
+            clock,
+            self.post,
+            client_id=settings.IB_CLIENT_ID,
+            heartbeat_interval=settings.HEARTBEAT_INTERVAL,
+            heartbeat_timeout=settings.HEARTBEAT_TIMEOUT,
+            heartbeat_misses=settings.HEARTBEAT_MISSES,
+        )
+        self.ctx = StateContext(
+            settings=settings,
+            clock=clock,
+            broker=self.broker,
+            launcher=launcher,
+            budget=self.budget,
+            schedule=BackoffSchedule(settings.backoff_delays, settings.BACKOFF_JITTER),
+            operator=self.operator,
+            post=self.post,
+            notify=self.notify,
+        )
+        self.lifecycle: Lifecycle | None = None
+        self._tg: TaskGroup | None = None
+        self.stopped = anyio.Event()  # set once the daemon has shut down
+        self._window_open = False
+
+    # ------------------------------------------------------------------ inputs
+
+    def post(self, event: Event) -> None:
+        self._send.send_nowait(event)
+
+    def notify(self, kind: str, message: str, state: str) -> None:
+        notice = Notice(kind=kind, message=message, state=state, at=self.clock.now())
+        if self._tg is None:
+            return
+        for notifier in self.notifiers:
+            self._tg.start_soon(notifier.notify, notice)
+
+    def command(self, action: str, *, force: bool = False) -> str:
+        """An operator command (ctl / admin route): persist the decision, post the event."""
+        now = self.clock.now()
+        if action == "start":
+            self.operator.set_stopped(False)
+            if force:
+                until = now + timedelta(hours=self.settings.FORCE_MAX_HOURS)
+                self.operator.force(until)
+                self.post(Event(Trigger.OPERATOR_START, f"forced start until {utc_text(until)}"))
+                return f"start forced until {utc_text(until)}"
+            self.post(Event(Trigger.OPERATOR_START, "operator start"))
+            return "start requested"
+        if action == "stop":
+            self.operator.set_stopped(True)
+            self.post(Event(Trigger.OPERATOR_STOP, "operator stop"))
+            return "stopped until `ibkr-node ctl start`"
+        if action == "release":
+            self.operator.force(None)
+            self._evaluate_window(now, announce=True)
+            return "force released"
+        if action == "reset-backoff":
+            self.budget.reset()
+            return "restart budget and backoff delays reset"
+        if action == "clear-latch":
+            self.operator.latch(None)
+            self.ctx.consecutive_start_failures = 0
+            self.post(Event(Trigger.LATCH_CLEARED, "latch cleared by the operator"))
+            return "latch cleared"
+        if action == "shutdown":
+            self.post(Event(Trigger.SHUTDOWN, "operator shutdown"))
+            return "shutting down"
+        raise ValueError(f"unknown command {action!r}")
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def state(self) -> str:
+        return self.lifecycle.state if self.lifecycle is not None else State.OFF.value
+
+    def state_document(self) -> dict[str, Any]:
+        s = self.settings
+        now = self.clock.now()
+        lc = self.lifecycle
+        info = self.broker.info
+        heartbeat = self.broker.heartbeat
+        next_change = self.window.next_change(now)
+        armed = self.armed_by_demo or s.arm_orders_file.exists()
+        return {
+            "state": self.state,
+            "since": utc_text(lc.since if lc else now),
+            "reason": lc.reason if lc else "starting",
+            "latched": self.operator.latched,
+            "simulated": self.launcher.simulated and not self.armed_by_demo,
+            "trading_mode": s.TRADING_MODE,
+            "window": {
+                "open": self.window.is_open(now),
+                "forced": self.operator.forced(now),
+                "next_change": next_change.isoformat() if next_change else None,
+                "timezone": s.RUN_WINDOW_TIMEZONE,
+            },
+            "gateway": {
+                "launcher": self.launcher.name,
+                "host": self.launcher.endpoint.host,
+                "port": self.launcher.endpoint.port,
+                "pid": self.launcher.pid,
+                "server_version": info.server_version if info else None,
+                "account": info.account if info else None,
+                "connected_since": utc_text(info.connected_since) if info else None,
+                "market_data": self.broker.market_data if info else None,
+            },
+            "heartbeat": {
+                "last_ok": utc_text(heartbeat.last_ok),
+                "latency_ms": round(heartbeat.latency_ms, 2) if heartbeat.latency_ms else None,
+                "misses": heartbeat.misses,
+            },
+            "restarts": {
+                "used": self.budget.used(now),
+                "limit": s.MAX_RESTARTS_PER_HOUR,
+                "window_s": 3600,
+                "next_retry_at": utc_text(self.ctx.next_retry_at)
+                if self.state == State.BACKOFF
+                else None,
+                "attempt": self.budget.attempt,
+            },
+            "gates": {
+                # The order path arrives with the LAN API; until then orders are never placed.
+                "orders_enabled": False,
+                "armed": armed,
+                "live_override": bool(
+                    s.LIVE_TRADING_OVERRIDE_FILE and s.LIVE_TRADING_OVERRIDE_FILE.exists()
+                ),
+                "kill_switch": False,
+                "can_place_orders": False,
+                "blocked_by": ["order path not built yet"],
+            },
+            "transitions": [t.as_dict() for t in reversed(lc.transitions)] if lc else [],
+        }
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:  # fmt: skip
+        """Run until shutdown; ``task_status.started()`` once the machine takes events."""
+        async with self.launcher.running(), anyio.create_task_group() as tg:
+            self._tg = tg
+            self.lifecycle = Lifecycle(self.ctx, tg, lambda: self._window_open,
+                                       self._journal_transition)  # fmt: skip
+            for notifier in self.notifiers:
+                tg.start_soon(notifier.run, lambda: self.state)
+            self._evaluate_window(self.clock.now(), announce=True)
+            tg.start_soon(self._watch_window)
+            task_status.started()
+            await self._consume()
+            tg.cancel_scope.cancel()
+        for notifier in self.notifiers:
+            with anyio.CancelScope(shield=True):
+                await notifier.aclose()
+        self.stopped.set()
+        logger.info("daemon stopped")
+
+    async def _consume(self) -> None:
+        assert self.lifecycle is not None
+        async for event in self._receive:
+            if event.trigger is Trigger.SHUTDOWN:
+                await self._shutdown(event)
+                return
+            await self.lifecycle.handle(event)
+
+    async def _shutdown(self, event: Event) -> None:
+        assert self.lifecycle is not None
+        logger.info("shutting down: {}", event.reason)
+        self.ctx.restarts_enabled = False
+        await self.lifecycle.handle(event)
+        await self.ctx.stop_gateway()
+
+    def _journal_transition(self, record: TransitionRecord) -> None:
+        # The audit journal arrives with the LAN API; the log line is written by the machine.
+        pass
+
+    # ------------------------------------------------------------------ the window
+
+    def _window_allows(self, now: datetime) -> bool:
+        return self.window.is_open(now) or self.operator.forced(now)
+
+    def _evaluate_window(self, now: datetime, *, announce: bool = False) -> None:
+        forced_until = self.operator.forced_until
+        if forced_until is not None and now >= forced_until:
+            logger.info("the forced start expired at {}", utc_text(forced_until))
+            self.operator.force(None)
+        is_open = self._window_allows(now)
+        if is_open == self._window_open and not announce:
+            return
+        self._window_open = is_open
+        if is_open:
+            self.post(Event(Trigger.WINDOW_OPENED, f"run window open ({self.window.describe()})"))
+        else:
+            self.post(Event(Trigger.WINDOW_CLOSED,
+                            f"run window closed ({self.window.describe()})"))  # fmt: skip
+
+    def _next_wake(self, now: datetime) -> datetime:
+        candidates = [now + timedelta(seconds=self.settings.CLOCK_TICK)]
+        change = self.window.next_change(now)
+        if change is not None:
+            candidates.append(change)
+        forced_until = self.operator.forced_until
+        if forced_until is not None and forced_until > now:
+            candidates.append(forced_until)
+        return min(candidates)
+
+    async def _watch_window(self) -> None:
+        """Wake at the next window change, force expiry or CLOCK_TICK; notice time jumps."""
+        while True:
+            now = self.clock.now()
+            expected = self._next_wake(now)
+            await self.clock.sleep_until(expected)
+            woke = self.clock.now()
+            drift = abs((woke - expected).total_seconds())
+            if drift > TIME_JUMP:
+                logger.warning("the clock jumped {:.0f} s (sleep or resume?); re-checking the "
+                               "window and the gateway", drift)  # fmt: skip
+                self.broker.probe_now()
+            self._evaluate_window(woke)
+
+
+def install_break_handler(daemon: Daemon) -> None:
+    """Windows: CTRL_BREAK (what a task scheduler or `taskkill` sends) shuts down tidily."""
+    if sys.platform != "win32":
+        return
+    token = anyio.lowlevel.current_token()
+
+    def on_break(signum: int, frame: object) -> None:  # pragma: no cover - Windows only
+        anyio.from_thread.run_sync(
+            daemon.post, Event(Trigger.SHUTDOWN, "CTRL_BREAK received"), token=token
+        )
+
+    signal.signal(signal.SIGBREAK, on_break)  # type: ignore[attr-defined,unused-ignore]

@@ -1,0 +1,1 @@
+"""Plugins: gateway launchers and notifiers, built in or found through entry points."""

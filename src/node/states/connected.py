@@ -1,0 +1,32 @@
+"""CONNECTED: socket up and synced; check the account, reconcile, then serve."""
+
+from __future__ import annotations
+
+import anyio
+
+from node.broker import BrokerError
+from node.events import Event, Trigger
+from node.states.context import StateContext
+
+
+async def run(ctx: StateContext, event: Event) -> None:
+    visit = event.visit
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ctx.broker.run_heartbeat)
+
+        async def deadline() -> None:
+            await ctx.clock.sleep(ctx.settings.RECONCILE_TIMEOUT)
+            ctx.post(Event(Trigger.RECONCILE_FAILED,
+                           f"reconcile did not finish within {ctx.settings.RECONCILE_TIMEOUT:g} s",
+                           visit))  # fmt: skip
+
+        tg.start_soon(deadline)
+        try:
+            summary = ctx.broker.sync_summary()
+        except BrokerError as exc:
+            ctx.post(Event(Trigger.RECONCILE_FAILED, str(exc), visit))
+        else:
+            # The account check is the transition's guard; the machine reads it from
+            # the broker's connection info.
+            ctx.post(Event(Trigger.RECONCILED, summary.describe(), visit))
+        await anyio.sleep_forever()  # the heartbeat runs until the state is left
