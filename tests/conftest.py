@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +121,117 @@ def spawn_sim() -> Callable[..., Any]:
 @pytest.fixture
 def state_file(tmp_path: Path) -> Path:
     return tmp_path / "sim-state.json"
+
+
+# ---------------------------------------------------------------------- the daemon
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RecordingNotifier:
+    """A notifier that keeps every notice, for assertions."""
+
+    name: str = "recording"
+    notices: list[Any] = field(default_factory=list)
+
+    async def notify(self, notice: Any) -> None:
+        self.notices.append(notice)
+
+    async def run(self, status: Any) -> None:
+        return
+
+    async def aclose(self) -> None:
+        return
+
+    def kinds(self) -> list[str]:
+        return [n.kind for n in self.notices]
+
+
+@dataclass
+class NodeUnderTest:
+    """A daemon served by run_node with a ManualClock, real sockets and a real STATE_DIR."""
+
+    daemon: Any
+    clock: Any
+    settings: Any
+    api_port: int
+    notifier: RecordingNotifier
+    done: Any  # anyio.Event set when run_node returned
+
+    @property
+    def state(self) -> str:
+        return str(self.daemon.state)
+
+    @property
+    def launcher(self) -> Any:
+        return self.daemon.launcher
+
+
+MONDAY_NOON = "2026-11-23T12:00:00-05:00"  # inside the default Mon-Fri 04:00-20:00 window
+
+
+@pytest.fixture
+async def node_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Start daemons (run_node) on free loopback ports; every one is shut down at teardown."""
+    from datetime import datetime
+
+    from node.clock import ManualClock
+    from node.config import Settings
+    from node.events import Event, Trigger
+    from node.runtime import Running, run_node
+
+    started: list[NodeUnderTest] = []
+    async with anyio.create_task_group() as tg:
+
+        async def start(
+            *, at: str = MONDAY_NOON, state_dir: Path | None = None, clock: Any = None,
+            **overrides: Any,
+        ) -> NodeUnderTest:  # fmt: skip
+            port = free_port()
+            values: dict[str, Any] = {
+                "STATE_DIR": state_dir or tmp_path / "state",
+                "GATEWAY_LAUNCHER": "sim",
+                "PAPER_GATEWAY_PORT": port,
+                "SIM_CONTROL_PORT": free_port(),
+                "API_PORT": free_port(),
+                "API_KEY": "test-key",
+                "CONNECT_ATTEMPT_TIMEOUT": 5,
+                **overrides,
+            }
+            settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+            clock = clock or ManualClock(datetime.fromisoformat(at))
+            notifier = RecordingNotifier()
+            ready: list[Running] = []
+            done = anyio.Event()
+
+            async def serve() -> None:
+                try:
+                    await run_node(settings, clock=clock, notifiers=[notifier],
+                                   handle_signals=False, on_ready=ready.append)  # fmt: skip
+                finally:
+                    done.set()
+
+            tg.start_soon(serve)
+            with anyio.fail_after(STARTUP_TIMEOUT):
+                while not ready and not done.is_set():  # noqa: ASYNC110 - set by a callback
+                    await anyio.sleep(0.01)
+            assert ready, "run_node returned before it was ready"
+            node = NodeUnderTest(ready[0].daemon, clock, settings, ready[0].api_port, notifier,
+                                 done)  # fmt: skip
+            started.append(node)
+            return node
+
+        yield start
+        for node in started:
+            if not node.done.is_set():
+                node.daemon.post(Event(Trigger.SHUTDOWN, "test teardown"))
+        with anyio.fail_after(STARTUP_TIMEOUT):
+            for node in started:
+                await node.done.wait()

@@ -29,3 +29,15 @@ async def connect_ib(port: int, client_id: int = 1, codes: list[int] | None = No
         ib.errorEvent += lambda req_id, code, message, contract: codes.append(code)
     await ib.connectAsync("127.0.0.1", port, clientId=client_id, timeout=WAIT, raiseSyncErrors=True)
     return ib
+
+
+async def drive(clock: Any, predicate: Callable[[], Any], step: float = 1.0) -> None:
+    """Move a ManualClock forward `step` seconds at a time until the condition holds.
+
+    Between steps the real sockets get a moment to carry what the new time set off;
+    the outcome never depends on how long that moment is, only on the condition.
+    """
+    with anyio.fail_after(WAIT * 3):
+        while not predicate():
+            clock.advance(step)
+            await anyio.sleep(0.02)

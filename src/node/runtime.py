@@ -140,8 +140,14 @@ async def run_node(
     demo: bool = False,
     clock: Clock | None = None,
     on_ready: Callable[[Running], None] = lambda running: None,
+    notifiers: list[Notifier] | None = None,
+    handle_signals: bool = True,
 ) -> None:
-    """Serve until shutdown. Raises StartupError for what the operator must fix first."""
+    """Serve until shutdown. Raises StartupError for what the operator must fix first.
+
+    Tests pass a ManualClock, their own notifiers, and ``handle_signals=False`` (the test
+    runner keeps its own Ctrl+C).
+    """
     if demo:
         settings = demo_settings(settings)
     clock = clock or RealClock()
@@ -155,8 +161,9 @@ async def run_node(
     except Exception as exc:  # AlreadyRunning carries the operator-facing text
         raise StartupError(str(exc)) from None
     try:
-        daemon = Daemon(settings, clock, launcher, window, build_notifiers(settings, clock),
-                        armed_by_demo=demo)  # fmt: skip
+        if notifiers is None:
+            notifiers = build_notifiers(settings, clock)
+        daemon = Daemon(settings, clock, launcher, window, notifiers, armed_by_demo=demo)
         allowed = networks(settings.allowed_ips)
         app = create_app(daemon, keys, lambda: allowed)
         binds = bind_addresses(settings.API_BIND_HOST, settings.API_PORT)
@@ -168,8 +175,9 @@ async def run_node(
         logger.info("configuration: {}", settings.redacted())
         stop_http = anyio.Event()
         async with anyio.create_task_group() as tg:
-            await tg.start(_shutdown_on_signal, daemon)
-            install_break_handler(daemon)
+            if handle_signals:
+                await tg.start(_shutdown_on_signal, daemon)
+                install_break_handler(daemon)
             await tg.start(daemon.run)
             async with anyio.create_task_group() as http:
                 http.start_soon(serve_http, app, config, stop_http)

@@ -53,6 +53,13 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+async def gone(pid: int) -> None:
+    """Wait until ``pid`` has died; a signal to a process that is not ours lands a moment later."""
+    with anyio.fail_after(WAIT):
+        while alive(pid):  # noqa: ASYNC110 - another process: no event to wait on
+            await anyio.sleep(0.02)
+
+
 async def answers(port: int) -> bool:
     try:
         await handshake(port)
@@ -97,7 +104,8 @@ async def test_sim_starts_answers_keeps_state_and_stops(tmp_path: Path) -> None:
     async with launcher.running():
         await launcher.start()
         pid = launcher.pid
-        assert pid is not None and alive(pid)
+        assert pid is not None
+        assert alive(pid)
         assert launcher.endpoint == GatewayEndpoint("127.0.0.1", port)
         assert (await handshake(port))[0] == b"178"
         status = await launcher.control("status")
@@ -127,14 +135,17 @@ async def test_sim_on_free_ports_reports_them_and_restarts(tmp_path: Path) -> No
     async with launcher.running():
         await launcher.start()
         first = launcher.pid
-        assert launcher.endpoint.port != 0 and launcher.control_port != 0
+        assert launcher.endpoint.port != 0
+        assert launcher.control_port != 0
         assert (await handshake(launcher.endpoint.port))[0] == b"178"
         await launcher.start()  # a second start replaces the first child
-        assert first is not None and launcher.pid not in (None, first)
+        assert first is not None
+        assert launcher.pid not in (None, first)
         assert not alive(first)
         assert (await launcher.control("status"))["ok"]
         pid = launcher.pid
-    assert pid is not None and not alive(pid)  # leaving running() stops the child
+    assert pid is not None
+    assert not alive(pid)
 
 
 async def test_sim_port_in_use_is_a_launch_error_naming_the_holder(tmp_path: Path) -> None:
@@ -144,7 +155,8 @@ async def test_sim_port_in_use_is_a_launch_error_naming_the_holder(tmp_path: Pat
         port = squatter.getsockname()[1]
         launcher = SimLauncher("127.0.0.1", port, 0, tmp_path / "sim-state.json")
         holder = await anyio.to_thread.run_sync(launcher.port_holder)
-        assert holder is not None and f"pid {os.getpid()}" in holder
+        assert holder is not None
+        assert f"pid {os.getpid()}" in holder
         async with launcher.running():
             with pytest.raises(LaunchError, match=rf"exited with code 2 .*{port}"):
                 await launcher.start()
@@ -242,10 +254,12 @@ def fake_gateway(tmp_path: Path) -> Path:
 
 
 async def read_ready(path: Path) -> list[int]:
+    """The pids a fake wrote to ``path`` once it was ready (polled: it is another process)."""
+    ready = anyio.Path(path)
     with anyio.fail_after(WAIT):
-        while not path.exists() or not path.read_text():  # noqa: ASYNC110 - another process
+        while not (text := await ready.read_text() if await ready.exists() else ""):  # noqa: ASYNC110 - another process
             await anyio.sleep(0.02)
-    return [int(word) for word in path.read_text().split()]
+    return [int(word) for word in text.split()]
 
 
 @pytest.mark.parametrize("ignore_term", [False, True])
@@ -338,7 +352,10 @@ sys.exit(0)
 """
 
 
-def ibc_install(tmp_path: Path, fake: FakeIbc, *, ignore_term: bool) -> IbcLauncher:
+def ibc_install(
+    tmp_path: Path, fake: FakeIbc, *, ignore_term: bool, command_port: int | None = None
+) -> IbcLauncher:
+    command_port = fake.port if command_port is None else command_port
     ibc = tmp_path / "ibc"
     ibc.mkdir()
     ini = tmp_path / "config.ini"
@@ -346,7 +363,7 @@ def ibc_install(tmp_path: Path, fake: FakeIbc, *, ignore_term: bool) -> IbcLaunc
         "# written once by setup-ibkr-autologin.ps1\n"
         "TradingMode=paper\nAcceptNonBrokerageAccountWarning=yes\n"
         "ExistingSessionDetectedAction=primary\n"
-        f"CommandServerPort={fake.port}\nBindAddress=127.0.0.1\nControlFrom=\n"
+        f"CommandServerPort={command_port}\nBindAddress=127.0.0.1\nControlFrom=\n"
         "CommandPrompt=IBC> \n"
     )
     script = ibc / "gatewaystart.sh"
@@ -361,7 +378,7 @@ def ibc_install(tmp_path: Path, fake: FakeIbc, *, ignore_term: bool) -> IbcLaunc
     )
     script.chmod(0o755)
     endpoint = GatewayEndpoint("127.0.0.1", free_port())
-    return IbcLauncher(ibc, ini, None, "paper", fake.port, endpoint)
+    return IbcLauncher(ibc, ini, None, "paper", command_port, endpoint)
 
 
 async def test_ibc_stop_sends_stop_and_the_gateway_exits(tmp_path: Path) -> None:
@@ -373,15 +390,16 @@ async def test_ibc_stop_sends_stop_and_the_gateway_exits(tmp_path: Path) -> None
             with anyio.fail_after(WAIT):
                 await fake.gateway_attached.wait()
             script_pid, java_pid = await read_ready(tmp_path / "pids")
-            assert script_pid == launcher.pid and alive(java_pid)
+            assert script_pid == launcher.pid
+            assert alive(java_pid)
 
             await launcher.stop(WAIT)  # SIGTERM is ignored: only STOP can end it in time
-            assert fake.commands == ["STOP\n"]
+            assert fake.commands == ["STOP"]
             assert fake.stop_received.is_set()
             with anyio.fail_after(WAIT):
                 assert await launcher.wait_exited() == 0
             assert not alive(script_pid)
-            assert not alive(java_pid)  # a straggler in the group goes with it
+            await gone(java_pid)  # a straggler in the group goes with it
 
 
 async def test_ibc_stop_refused_kills_the_tree_after_the_timeout(tmp_path: Path) -> None:
@@ -391,24 +409,23 @@ async def test_ibc_stop_refused_kills_the_tree_after_the_timeout(tmp_path: Path)
             await launcher.start()
             script_pid, java_pid = await read_ready(tmp_path / "pids")
             await launcher.stop(0.5)
-            assert fake.commands == ["STOP\n"]
+            assert fake.commands == ["STOP"]
             with anyio.fail_after(WAIT):
                 assert await launcher.wait_exited() == -signal.SIGKILL
             assert not alive(script_pid)
-            assert not alive(java_pid)
+            await gone(java_pid)
 
 
 async def test_ibc_stop_without_a_command_server_terminates(tmp_path: Path) -> None:
     async with fake_ibc(b"OK\n") as fake:
-        launcher = ibc_install(tmp_path, fake, ignore_term=False)
-        launcher.command_port = free_port()  # nothing listens there
+        launcher = ibc_install(tmp_path, fake, ignore_term=False, command_port=free_port())
         async with launcher.running():
             await launcher.start()
-            script_pid, java_pid = await read_ready(tmp_path / "pids")
+            _script_pid, java_pid = await read_ready(tmp_path / "pids")
             await launcher.stop(WAIT)
             with anyio.fail_after(WAIT):
                 assert await launcher.wait_exited() == -signal.SIGTERM
-            assert not alive(java_pid)
+            await gone(java_pid)
 
 
 async def test_send_ibc_command_skips_prompt_and_info() -> None:
@@ -416,5 +433,5 @@ async def test_send_ibc_command_skips_prompt_and_info() -> None:
         with anyio.fail_after(WAIT):
             reply = await send_ibc_command(fake.port, "STOP", prompt="IBC>")
         assert reply == "OK Shutting down"
-    with pytest.raises(OSError), anyio.fail_after(WAIT):
+    with pytest.raises(OSError, match="connect"), anyio.fail_after(WAIT):
         await send_ibc_command(free_port(), "STOP")

@@ -21,6 +21,7 @@ from node.procutil import pump_lines
 from node.sim import send_command
 
 ANNOUNCE_TIMEOUT = 30.0  # seconds for the child to bind its ports and say so
+EXIT_WAIT = 5.0  # seconds for a child whose output ended to exit, so its code can be told
 
 _LISTENING = re.compile(r"^listening on (.+):(\d+)$")
 _CONTROL = re.compile(r"^control channel on 127\.0\.0\.1:(\d+)$")
@@ -127,6 +128,8 @@ class SimLauncher(ProcessLauncher):
             self.endpoint = GatewayEndpoint(self.endpoint.host, announced["port"])
             self.control_port = announced["control"]
             return
+        with anyio.move_on_after(EXIT_WAIT):  # its output ended: it is exiting
+            await run.exited.wait()
         reason = self._failure_reason(run)
         await self.stop(self.stop_timeout)
         raise LaunchError(reason)

@@ -1,0 +1,326 @@
+"""The daemon's lifecycle against the simulator: real child processes, sockets and files,
+with a ManualClock for every deadline the machine acts on."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from node.sim import Simulator
+from support import drive, until
+
+pytestmark = pytest.mark.anyio
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def serving(node: Any) -> None:
+    await until(lambda: node.state == "SERVING")
+
+
+# ---------------------------------------------------------------------- the window
+
+
+async def test_window_open_at_start_reaches_serving(node_factory: Any) -> None:
+    node = await node_factory()
+    await serving(node)
+    doc = node.daemon.state_document()
+    assert doc["gateway"]["account"] == "DU1234567"
+    assert doc["gateway"]["server_version"] == 178
+    assert doc["window"]["open"] is True
+    assert [t["to"] for t in reversed(doc["transitions"])] == [
+        "STARTING_GATEWAY",
+        "CONNECTED",
+        "SERVING",
+    ]
+
+
+async def test_outside_the_window_stays_off(node_factory: Any) -> None:
+    node = await node_factory(at="2026-11-22T12:00:00-05:00")  # a Sunday
+    assert node.state == "OFF"
+    doc = node.daemon.state_document()
+    assert doc["window"]["open"] is False
+    assert doc["window"]["next_change"] == "2026-11-23T04:00:00-05:00"
+
+
+async def test_window_closes_to_off_with_the_gateway_gone_and_reopens(node_factory: Any) -> None:
+    node = await node_factory(at="2026-11-23T19:59:00-05:00")
+    await serving(node)
+    pid = node.launcher.pid
+    assert pid is not None
+    await drive(node.clock, lambda: node.state == "OFF", step=10)
+    await until(lambda: not pid_alive(pid))
+    await until(lambda: node.launcher.pid is None)
+    assert node.daemon.state_document()["transitions"][0]["trigger"] == "window_closed"
+    # Tuesday 04:00 opens it again.
+    await drive(node.clock, lambda: node.state != "OFF", step=600)
+    await serving(node)
+
+
+async def test_time_jump_reevaluates_the_window(node_factory: Any) -> None:
+    node = await node_factory()
+    await serving(node)
+    await node.clock.wait_for_sleepers()
+    node.clock.set(node.clock.now() + timedelta(hours=10))  # laptop resumed at 22:00
+    await until(lambda: node.state == "OFF")
+
+
+# ---------------------------------------------------------------------- failures
+
+
+async def test_gateway_killed_backs_off_and_serves_again(node_factory: Any) -> None:
+    node = await node_factory()
+    await serving(node)
+    first_pid = node.launcher.pid
+    with pytest.raises((anyio.EndOfStream, anyio.IncompleteRead, OSError)):
+        await node.launcher.control("exit 1")
+    await until(lambda: node.state == "BACKOFF")
+    await drive(node.clock, lambda: node.state == "SERVING", step=1)
+    assert node.launcher.pid != first_pid
+    doc = node.daemon.state_document()
+    assert doc["restarts"]["used"] == 1
+    assert "entered_backoff" in node.notifier.kinds()
+    assert "recovered" in node.notifier.kinds()
+
+
+async def test_silent_gateway_degrades_then_recovers(node_factory: Any) -> None:
+    node = await node_factory()
+    await serving(node)
+    await node.launcher.control("silent on")
+    await drive(node.clock, lambda: node.state == "DEGRADED", step=1)
+    doc = node.daemon.state_document()
+    assert doc["heartbeat"]["misses"] >= 2
+    assert doc["transitions"][0]["trigger"] == "heartbeat_lost"
+    await node.launcher.control("silent off")
+    await drive(node.clock, lambda: node.state == "SERVING", step=1)
+    assert node.daemon.state_document()["transitions"][0]["trigger"] == "recovered"
+
+
+async def test_silent_gateway_restarts_after_the_grace(node_factory: Any) -> None:
+    node = await node_factory(CONNECTIVITY_GRACE=30)
+    await serving(node)
+    await node.launcher.control("silent on")
+    await drive(node.clock, lambda: node.state == "DEGRADED", step=1)
+    await drive(node.clock, lambda: node.state == "BACKOFF", step=5)
+    assert node.daemon.state_document()["transitions"][0]["trigger"] == "grace_expired"
+    await drive(node.clock, lambda: node.state == "SERVING", step=1)  # a fresh gateway
+
+
+async def test_1100_degrades_and_1102_restores(node_factory: Any) -> None:
+    node = await node_factory()
+    await serving(node)
+    await node.launcher.control("notice 1100")
+    await until(lambda: node.state == "DEGRADED")
+    await node.launcher.control("notice 1102")
+    await until(lambda: node.state == "SERVING")
+
+
+async def test_farm_flap_never_leaves_serving(node_factory: Any) -> None:
+    node = await node_factory()
+    await serving(node)
+    visits = len(node.daemon.state_document()["transitions"])
+    await node.launcher.control("notice 2103")
+    await until(lambda: node.daemon.state_document()["gateway"]["market_data"] == "degraded")
+    await node.launcher.control("notice 2104")
+    await until(lambda: node.daemon.state_document()["gateway"]["market_data"] == "ok")
+    assert node.state == "SERVING"
+    assert len(node.daemon.state_document()["transitions"]) == visits
+
+
+# ---------------------------------------------------------------------- external gateways
+
+
+@pytest.fixture
+async def stalled_sim(sim_factory: Any) -> Simulator:
+    simulator: Simulator = await sim_factory()
+    simulator.faults.set_handshake_stall(True)
+    return simulator
+
+
+async def test_handshake_never_completes_backs_off_after_the_deadline(
+    node_factory: Any, stalled_sim: Simulator
+) -> None:
+    node = await node_factory(
+        GATEWAY_LAUNCHER="external",
+        PAPER_GATEWAY_PORT=stalled_sim.port,
+        CONNECT_ATTEMPT_TIMEOUT=0.5,
+    )
+    await until(lambda: node.state == "STARTING_GATEWAY")
+    await drive(node.clock, lambda: node.state == "BACKOFF", step=5)
+    reason = node.daemon.state_document()["transitions"][0]["reason"]
+    assert "not ready within 120 s" in reason
+
+
+async def test_window_closing_during_start_goes_off_and_next_opening_starts_again(
+    node_factory: Any, stalled_sim: Simulator
+) -> None:
+    node = await node_factory(
+        at="2026-11-23T19:59:30-05:00",
+        GATEWAY_LAUNCHER="external",
+        PAPER_GATEWAY_PORT=stalled_sim.port,
+        CONNECT_ATTEMPT_TIMEOUT=0.5,
+    )
+    await until(lambda: node.state == "STARTING_GATEWAY")
+    await drive(node.clock, lambda: node.state == "OFF", step=5)
+    stalled_sim.faults.set_handshake_stall(False)
+    await drive(node.clock, lambda: node.state != "OFF", step=600)
+    await serving(node)
+
+
+async def test_window_closing_during_backoff_goes_off(node_factory: Any, sim: Simulator) -> None:
+    node = await node_factory(
+        at="2026-11-23T19:58:00-05:00",
+        GATEWAY_LAUNCHER="external",
+        PAPER_GATEWAY_PORT=sim.port,
+        BACKOFF_DELAYS="300",
+    )
+    await serving(node)
+    sim.faults.drop_all()
+    await until(lambda: node.state == "BACKOFF")
+    await drive(node.clock, lambda: node.state == "OFF", step=10)
+    assert node.daemon.state_document()["transitions"][0]["from"] == "BACKOFF"
+
+
+async def test_budget_spent_stays_in_backoff_notifies_once_and_resumes(
+    node_factory: Any, sim: Simulator
+) -> None:
+    node = await node_factory(
+        GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port, MAX_RESTARTS_PER_HOUR=1
+    )
+    await serving(node)
+    sim.faults.drop_all()
+    await drive(node.clock, lambda: node.state == "SERVING"
+                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    sim.faults.drop_all()
+    await drive(node.clock, lambda: "budget_exhausted" in node.notifier.kinds(), step=1)
+    assert node.state == "BACKOFF"
+    doc = node.daemon.state_document()
+    assert doc["restarts"]["next_retry_at"] is not None
+    await drive(node.clock, lambda: node.state == "SERVING", step=60)
+    assert node.notifier.kinds().count("budget_exhausted") == 1
+
+
+async def test_non_paper_account_latches_off_until_cleared(
+    node_factory: Any, sim_factory: Any
+) -> None:
+    live: Simulator = await sim_factory(account="U7654321")
+    node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=live.port)
+    await until(lambda: node.state == "OFF" and node.daemon.state_document()["latched"])
+    latched = node.daemon.state_document()["latched"]
+    assert "U7654321" in latched
+    assert "needs_human" in node.notifier.kinds()
+    live.engine.account.account_id = "DU7654321"  # the operator fixed the login
+    node.daemon.command("clear-latch")
+    await serving(node)
+    assert node.daemon.state_document()["latched"] is None
+
+
+async def test_repeated_failed_starts_latch_needs_human(node_factory: Any) -> None:
+    node = await node_factory(
+        GATEWAY_LAUNCHER="external",
+        PAPER_GATEWAY_PORT=1,
+        LOGIN_FAILURE_LIMIT=2,
+        GATEWAY_START_TIMEOUT=5,
+    )
+    await drive(node.clock, lambda: node.daemon.state_document()["latched"] is not None, step=1)
+    assert node.state == "OFF"
+    assert "2 failed starts in a row" in node.daemon.state_document()["latched"]
+
+
+# ---------------------------------------------------------------------- operator state
+
+
+async def test_stop_force_and_budget_survive_a_daemon_restart(
+    node_factory: Any, sim: Simulator, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "shared-state"
+    settings = {"GATEWAY_LAUNCHER": "external", "PAPER_GATEWAY_PORT": sim.port}
+    sunday = "2026-11-22T12:00:00-05:00"
+    node = await node_factory(at=sunday, state_dir=state_dir, **settings)
+    node.daemon.command("start", force=True)
+    await serving(node)
+    sim.faults.drop_all()
+    await drive(node.clock, lambda: node.state == "SERVING"
+                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    node.daemon.command("shutdown")
+    await node.done.wait()
+
+    again = await node_factory(at=sunday, state_dir=state_dir, clock=node.clock, **settings)
+    await serving(again)  # still forced although it is Sunday
+    doc = again.daemon.state_document()
+    assert doc["window"]["forced"] is True
+    assert doc["restarts"]["used"] == 1
+    again.daemon.command("stop")
+    await until(lambda: again.state == "OFF")
+    again.daemon.command("shutdown")
+    await again.done.wait()
+
+    third = await node_factory(at=sunday, state_dir=state_dir, clock=node.clock, **settings)
+    assert third.state == "OFF"
+    assert "stopped by the operator" in third.daemon.lifecycle.blocked_reason()
+    third.daemon.command("start")
+    await serving(third)
+
+
+async def test_release_ends_a_forced_start_outside_the_window(
+    node_factory: Any, sim: Simulator
+) -> None:
+    node = await node_factory(
+        at="2026-11-22T12:00:00-05:00", GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port
+    )
+    node.daemon.command("start", force=True)
+    await serving(node)
+    node.daemon.command("release")
+    await until(lambda: node.state == "OFF")
+
+
+async def test_force_expires_after_force_max_hours(node_factory: Any, sim: Simulator) -> None:
+    node = await node_factory(
+        at="2026-11-22T12:00:00-05:00",
+        GATEWAY_LAUNCHER="external",
+        PAPER_GATEWAY_PORT=sim.port,
+        FORCE_MAX_HOURS=1,
+    )
+    node.daemon.command("start", force=True)
+    await serving(node)
+    await drive(node.clock, lambda: node.state == "OFF", step=60)
+    assert node.daemon.state_document()["window"]["forced"] is False
+
+
+async def test_reset_backoff_clears_the_budget(node_factory: Any, sim: Simulator) -> None:
+    node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port)
+    await serving(node)
+    sim.faults.drop_all()
+    await drive(node.clock, lambda: node.state == "SERVING"
+                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    node.daemon.command("reset-backoff")
+    doc = node.daemon.state_document()["restarts"]
+    assert (doc["used"], doc["attempt"]) == (0, 0)
+
+
+async def test_second_daemon_on_the_same_state_dir_is_refused(
+    node_factory: Any, tmp_path: Path
+) -> None:
+    from node.config import Settings
+    from node.runtime import StartupError, run_node
+
+    node = await node_factory()
+    settings = Settings(
+        _env_file=None,
+        STATE_DIR=node.settings.STATE_DIR,  # type: ignore[call-arg]
+        GATEWAY_LAUNCHER="external",
+        API_KEY="k",
+    )
+    with pytest.raises(StartupError, match="holds STATE_DIR"):
+        await run_node(settings, handle_signals=False)
