@@ -226,7 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    if getattr(args, "command", None) == "run":
+        configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.log_dir,
+                          settings.STATE_DIR / "logs", settings.LOG_RETENTION_DAYS)  # fmt: skip
+    else:
+        configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     try:
         result: int = args.handler(args, settings)
     except KeyboardInterrupt:

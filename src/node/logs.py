@@ -1,17 +1,60 @@
-"""Log set-up: one line per event on stderr, as text or JSON lines."""
+"""Log set-up: one line per event on stderr and in the log folder, as text or JSON lines."""
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
 from loguru import logger
 
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}"
+LOG_FILE = "api.log"  # the seed deployment guide's name
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+class _ToLoguru(logging.Handler):
+    """Libraries (ib_async, hypercorn) log through stdlib logging; keep one stream of lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(
+            level, "{}: {}", record.name, record.getMessage()
+        )
+
+
+def configure_logging(
+    level: str = "INFO",
+    fmt: str = "text",
+    log_dir: Path | None = None,
+    fallback_dir: Path | None = None,
+    retention_days: int = 30,
+) -> Path | None:
+    """Console always; the log folder when given. Returns the folder actually used.
+
+    If the folder cannot be written (a sync client offline, a removed drive), the
+    fallback folder is used and a warning says so.
+    """
     logger.remove()
-    if fmt == "json":
-        logger.add(sys.stderr, level=level, serialize=True)
-    else:
-        logger.add(sys.stderr, level=level, format=TEXT_FORMAT, colorize=False)
+    serialize = fmt == "json"
+    text_format = TEXT_FORMAT if not serialize else "{message}"
+    logger.add(sys.stderr, level=level, format=text_format, serialize=serialize, colorize=False)
+    # Library chatter below WARNING (httpx logs whole URLs at INFO) stays out.
+    logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
+    used: Path | None = None
+    for folder in (log_dir, fallback_dir):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            logger.add(folder / LOG_FILE, level=level, format=text_format, serialize=serialize,
+                       rotation="00:00", retention=f"{retention_days} days", encoding="utf-8",
+                       enqueue=False)  # fmt: skip
+        except OSError as exc:
+            logger.warning("cannot write logs to {} ({}); trying the fallback folder", folder, exc)
+            continue
+        used = folder
+        break
+    return used

@@ -151,8 +151,8 @@ async def run_node(
     if demo:
         settings = demo_settings(settings)
     clock = clock or RealClock()
-    keys, demo_key = api_keys(settings, demo=demo)
     launcher = build_launcher(settings)
+    keys, demo_key = api_keys(settings, demo=demo)
     window = run_window(settings)
     settings.STATE_DIR.mkdir(parents=True, exist_ok=True)
     lock = InstanceLock(settings.STATE_DIR)

@@ -19,7 +19,7 @@ async def run(ctx: StateContext, event: Event) -> None:
     try:
         async with ctx.gateway_lock:
             ctx.launcher.check_config()
-            holder = ctx.launcher.port_holder()
+            holder = await anyio.to_thread.run_sync(ctx.launcher.port_holder)
             if holder is not None:
                 raise LaunchError(
                     f"port {ctx.launcher.endpoint.port} is already held by {holder}, "

@@ -100,6 +100,7 @@ class Run:
     child: Child
     exited: anyio.Event = field(default_factory=anyio.Event)
     returncode: int | None = None
+    closed: bool = False  # stopped and its pipes released
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))  # last output lines
 
 
@@ -155,7 +156,7 @@ class ProcessLauncher:
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - the contract
         async with self._stop_lock:
             run = self._run
-            if run is None:
+            if run is None or run.closed:
                 return
             if not run.exited.is_set():
                 logger.info("{}: stopping pid {}", self.name, run.child.pid)
@@ -172,8 +173,7 @@ class ProcessLauncher:
                     run.child.kill_tree()
                     with anyio.move_on_after(EXIT_KILL_WAIT):
                         await run.exited.wait()
-            # Stragglers (a start script's grandchildren) go with the group.
-            run.child.kill_tree()
+            run.closed = True
             with anyio.move_on_after(EXIT_KILL_WAIT):
                 await run.child.aclose()
 
@@ -236,6 +236,9 @@ class ProcessLauncher:
     async def _reap(self, run: Run) -> None:
         with contextlib.suppress(Exception):
             run.returncode = await run.child.wait()
+        # Stragglers (a start script's grandchildren, such as IBC's java) go with the group at
+        # once, while the group id cannot yet have been reused.
+        run.child.kill_tree()
         run.exited.set()
         if self._run is run and run.returncode is not None:
             logger.info("{}: pid {} exited with code {}", self.name, run.child.pid, run.returncode)
