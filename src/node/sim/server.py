@@ -214,12 +214,23 @@ class Session:
                 delay = due - anyio.current_time()
                 if delay > 0:
                     await anyio.sleep(delay)
-                if data is None:
+                # Everything already queued and due goes out in one write: a fill sends
+                # dozens of messages, and one syscall each was the server's main cost.
+                batch = [data]
+                while batch[-1] is not None and not self.sim.faults.latency:
+                    try:
+                        _, more = self._outbox_reader.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    batch.append(more)
+                payload = b"".join(item for item in batch if item is not None)
+                try:
+                    if payload:
+                        await self.stream.send(payload)
+                except _CONNECTION_ENDED:
                     self.close()
                     return
-                try:
-                    await self.stream.send(data)
-                except _CONNECTION_ENDED:
+                if batch[-1] is None:
                     self.close()
                     return
 
