@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+
+from node.atomic import write_json_atomic
 
 __all__ = ["BackoffSchedule", "BudgetExhausted", "RestartBudget", "parse_delays"]
 
@@ -187,21 +186,9 @@ class RestartBudget:
             "starts": [start.isoformat() for start in sorted(state.starts)],
             "attempt": state.attempt,
         }
-        tmp_name: str | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-            )
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(payload, handle, indent=2)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, self.path)
+            write_json_atomic(self.path, payload)
         except OSError as exc:
-            if tmp_name is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
             logger.error(
                 "cannot write restart budget file {} ({}); the budget is kept in memory only "
                 "until it can be written. Check that the folder exists and is writable.",

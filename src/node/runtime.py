@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from node.lockfile import InstanceLock
 from node.plugins.launchers.base import GatewayEndpoint, Launcher
 from node.plugins.notifiers.base import Notifier
 from node.plugins.registry import launcher_class
+from node.signals import on_stop_signals
 
 DEMO_KEY_FILE = "demo_api_key.txt"
 ALL_DAYS = "Mon,Tue,Wed,Thu,Fri,Sat,Sun"
@@ -176,7 +175,10 @@ async def run_node(
         stop_http = anyio.Event()
         async with anyio.create_task_group() as tg:
             if handle_signals:
-                await tg.start(_shutdown_on_signal, daemon)
+                await tg.start(
+                    on_stop_signals,
+                    lambda name: daemon.post(Event(Trigger.SHUTDOWN, f"{name} received")),
+                )
                 install_break_handler(daemon)
             await tg.start(daemon.run)
             async with anyio.create_task_group() as http:
@@ -188,20 +190,6 @@ async def run_node(
             tg.cancel_scope.cancel()
     finally:
         lock.release()
-
-
-async def _shutdown_on_signal(
-    daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    if sys.platform == "win32":  # pragma: no cover - Ctrl+C arrives as KeyboardInterrupt
-        task_status.started()
-        await anyio.sleep_forever()
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-        task_status.started()
-        async for signum in received:
-            name = signal.Signals(signum).name
-            logger.info("{} received: shutting down", name)
-            daemon.post(Event(Trigger.SHUTDOWN, f"{name} received"))
 
 
 def banner(settings: Settings, key: str | None, demo: bool) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 import threading
 
 import anyio
-from anyio.abc import TaskStatus
 from loguru import logger
 
+from node.signals import on_stop_signals
 from node.sim.server import SimConfig, Simulator
 
 
@@ -19,7 +18,7 @@ async def serve(config: SimConfig, *, exit_with_parent: bool = False) -> None:
     sim = Simulator(config)
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(_stop_on_signal, tg.cancel_scope)
+            await tg.start(on_stop_signals, lambda name: tg.cancel_scope.cancel())
             await tg.start(sim.run)
             # The announcement is the contract with whoever started us (tests, the sim
             # launcher): one line each, on stdout, flushed.
@@ -41,20 +40,6 @@ def _sole_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
             return inner
         group = inner
     return group
-
-
-async def _stop_on_signal(
-    scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    if sys.platform == "win32":  # pragma: no cover - Ctrl+C arrives as KeyboardInterrupt
-        task_status.started()
-        await anyio.sleep_forever()
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-        task_status.started()
-        async for signum in received:
-            logger.info("received {}; stopping", signal.Signals(signum).name)
-            scope.cancel()
-            return
 
 
 def _watch_parent(scope: anyio.CancelScope) -> None:

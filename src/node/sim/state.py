@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from node.atomic import write_text_atomic
 
 FORMAT_VERSION = 1
 
@@ -46,15 +46,6 @@ class StateFile:
 
         A kill -9 at any instant leaves either the old or the new file, never a torn one.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"format": FORMAT_VERSION, "state": state}, separators=(",", ":"))
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(
+            self.path, json.dumps({"format": FORMAT_VERSION, "state": state}, separators=(",", ":"))
+        )
