@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, PositiveFloat, ValidationError, field_validator
+from pydantic import Field, PositiveFloat, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -40,7 +40,7 @@ FIXES: dict[str, str] = {
     "RUN_WINDOW_END": "set it to HH:MM or 24:00, e.g. 20:00, and different from RUN_WINDOW_START",
     "RUN_WINDOW_DAYS": "set it to day names, e.g. Mon,Tue,Wed,Thu,Fri or Mon-Fri",
     "RUN_WINDOW_TIMEZONE": "set it to an IANA zone name, e.g. America/Toronto",
-    "GATEWAY_LAUNCHER": "set it to sim, ibc, exe or external",
+    "GATEWAY_LAUNCHER": "set it to sim, ibc, exe or external (or an installed launcher plugin)",
     "BACKOFF_DELAYS": "set it to comma-separated seconds, e.g. 2,5,10,30,60,120,300",
     "BACKOFF_JITTER": "set it to a fraction from 0 to 1, e.g. 0.2",
     "MAX_RESTARTS_PER_HOUR": "set it to a whole number of at least 1, e.g. 5",
@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     IBC_INI: Path | None = None
 
     # Gateway
-    GATEWAY_LAUNCHER: Literal["sim", "ibc", "exe", "external"] | None = None
+    GATEWAY_LAUNCHER: str | None = None  # a built-in or a `node.launchers` entry point
 
     # Timings (DESIGN.md §3)
     HEARTBEAT_INTERVAL: Seconds = 3
@@ -168,6 +168,15 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)
         return value
 
+    @field_validator("GATEWAY_LAUNCHER")
+    @classmethod
+    def _launcher(cls, value: str | None) -> str | None:
+        from node.plugins.registry import launcher_names
+
+        if value and value not in launcher_names():
+            raise ValueError(f"unknown launcher {value!r}")
+        return value or None
+
     @field_validator("RUN_WINDOW_START")
     @classmethod
     def _start(cls, value: str) -> str:
@@ -178,10 +187,13 @@ class Settings(BaseSettings):
 
     @field_validator("RUN_WINDOW_END")
     @classmethod
-    def _end(cls, value: str) -> str:
-        from node.clock import parse_end_time
+    def _end(cls, value: str, info: ValidationInfo) -> str:
+        from node.clock import parse_clock_time, parse_end_time
 
-        parse_end_time(value)
+        end = parse_end_time(value)
+        start = info.data.get("RUN_WINDOW_START")
+        if start is not None and end is not None and parse_clock_time(start) == end:
+            raise ValueError("the window would be empty")
         return value
 
     @field_validator("RUN_WINDOW_DAYS")

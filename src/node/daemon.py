@@ -6,6 +6,7 @@ lifecycle machine. The API reads the status document and posts commands as event
 
 from __future__ import annotations
 
+import asyncio
 import math
 import signal
 import sys
@@ -83,7 +84,10 @@ class Daemon:
         self.lifecycle: Lifecycle | None = None
         self._tg: TaskGroup | None = None
         self.stopped = anyio.Event()  # set once the daemon has shut down
+        self.shutting_down = False
+        self.events_handled = 0
         self._window_open = False
+        self._notices: list[MemoryObjectSendStream[Notice]] = []
 
     # ------------------------------------------------------------------ inputs
 
@@ -92,23 +96,24 @@ class Daemon:
 
     def notify(self, kind: str, message: str, state: str) -> None:
         notice = Notice(kind=kind, message=message, state=state, at=self.clock.now())
-        if self._tg is None:
-            return
-        for notifier in self.notifiers:
-            self._tg.start_soon(notifier.notify, notice)
+        for queue in self._notices:
+            queue.send_nowait(notice)
 
     def command(self, action: str, *, force: bool = False) -> str:
         """An operator command (ctl / admin route): persist the decision, post the event."""
         now = self.clock.now()
+        if self.shutting_down:
+            return "ignored: the daemon is shutting down"
         if action == "start":
             self.operator.set_stopped(False)
+            done = "start requested"
             if force:
                 until = now + timedelta(hours=self.settings.FORCE_MAX_HOURS)
                 self.operator.force(until)
-                self.post(Event(Trigger.OPERATOR_START, f"forced start until {utc_text(until)}"))
-                return f"start forced until {utc_text(until)}"
-            self.post(Event(Trigger.OPERATOR_START, "operator start"))
-            return "start requested"
+                done = f"start forced until {utc_text(until)}"
+            self.post(Event(Trigger.OPERATOR_START, done))
+            blocked = self._start_blocked()
+            return f"not started: {blocked}" if blocked else done
         if action == "stop":
             self.operator.set_stopped(True)
             self.post(Event(Trigger.OPERATOR_STOP, "operator stop"))
@@ -119,16 +124,30 @@ class Daemon:
             return "force released"
         if action == "reset-backoff":
             self.budget.reset()
+            if self.lifecycle is not None and self.state == State.BACKOFF:
+                # Retry now rather than at the end of the delay or budget wait.
+                self.post(Event(Trigger.BACKOFF_ELAPSED, "the operator reset the backoff",
+                                self.lifecycle.visit))  # fmt: skip
+                return "restart budget and backoff delays reset; restarting now"
             return "restart budget and backoff delays reset"
         if action == "clear-latch":
             self.operator.latch(None)
             self.ctx.consecutive_start_failures = 0
+            self.budget.set_attempt(0)
             self.post(Event(Trigger.LATCH_CLEARED, "latch cleared by the operator"))
             return "latch cleared"
         if action == "shutdown":
+            self.shutting_down = True
             self.post(Event(Trigger.SHUTDOWN, "operator shutdown"))
             return "shutting down"
         raise ValueError(f"unknown command {action!r}")
+
+    def _start_blocked(self) -> str | None:
+        """Why a start would not happen now (a latch, or the window), else None."""
+        if self.lifecycle is None or self.state != State.OFF:
+            return None
+        reason = self.lifecycle.blocked_reason()
+        return None if reason == "no reason" else reason
 
     # ------------------------------------------------------------------ status
 
@@ -149,7 +168,7 @@ class Daemon:
             "since": utc_text(lc.since if lc else now),
             "reason": lc.reason if lc else "starting",
             "latched": self.operator.latched,
-            "simulated": self.launcher.simulated and not self.armed_by_demo,
+            "simulated": self.launcher.simulated,
             "trading_mode": s.TRADING_MODE,
             "window": {
                 "open": self.window.is_open(now),
@@ -206,6 +225,10 @@ class Daemon:
                                        self._journal_transition)  # fmt: skip
             for notifier in self.notifiers:
                 tg.start_soon(notifier.run, lambda: self.state)
+                # One queue per notifier: notices reach each one in the order they happened.
+                send, receive = anyio.create_memory_object_stream[Notice](math.inf)
+                self._notices.append(send)
+                tg.start_soon(self._deliver, notifier, receive)
             self._evaluate_window(self.clock.now(), announce=True)
             tg.start_soon(self._watch_window)
             task_status.started()
@@ -217,13 +240,22 @@ class Daemon:
         self.stopped.set()
         logger.info("daemon stopped")
 
+    async def _deliver(
+        self, notifier: Notifier, notices: MemoryObjectReceiveStream[Notice]
+    ) -> None:
+        async with notices:
+            async for notice in notices:
+                await notifier.notify(notice)
+
     async def _consume(self) -> None:
         assert self.lifecycle is not None
         async for event in self._receive:
             if event.trigger is Trigger.SHUTDOWN:
+                self.shutting_down = True
                 await self._shutdown(event)
                 return
             await self.lifecycle.handle(event)
+            self.events_handled += 1
 
     async def _shutdown(self, event: Event) -> None:
         assert self.lifecycle is not None
@@ -282,14 +314,16 @@ class Daemon:
 
 
 def install_break_handler(daemon: Daemon) -> None:
-    """Windows: CTRL_BREAK (what a task scheduler or `taskkill` sends) shuts down tidily."""
+    """Windows: CTRL_BREAK (what a task scheduler or `taskkill` sends) shuts down tidily.
+
+    The handler runs on the event loop's own thread between two steps of the loop, so it
+    must not wait for the loop (anyio.from_thread would deadlock): it only schedules.
+    """
     if sys.platform != "win32":
         return
-    token = anyio.lowlevel.current_token()
+    loop = asyncio.get_running_loop()
 
     def on_break(signum: int, frame: object) -> None:  # pragma: no cover - Windows only
-        anyio.from_thread.run_sync(
-            daemon.post, Event(Trigger.SHUTDOWN, "CTRL_BREAK received"), token=token
-        )
+        loop.call_soon_threadsafe(daemon.post, Event(Trigger.SHUTDOWN, "CTRL_BREAK received"))
 
     signal.signal(signal.SIGBREAK, on_break)  # type: ignore[attr-defined,unused-ignore]

@@ -37,4 +37,3 @@ class Event:
     # The state visit that started the work posting this event. An event from an
     # earlier visit (work that finished just as its state was left) is stale and dropped.
     visit: int | None = None
-    login_failure: bool = False

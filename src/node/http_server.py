@@ -6,16 +6,23 @@ import ipaddress
 import logging
 
 import anyio
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp
 
 
 def bind_addresses(host: str, port: int) -> list[str]:
-    """The configured address, plus loopback when that is a LAN address (the CLI uses it)."""
+    """The configured address, plus loopback when that is a LAN address (the CLI uses it).
+
+    An unspecified address (0.0.0.0, ::) already covers loopback; binding 127.0.0.1 on
+    the same port as well would fail.
+    """
     binds = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    if host not in ("localhost",) and not ipaddress.ip_address(host).is_loopback:
-        binds.append(f"127.0.0.1:{port}")
+    if host != "localhost":
+        address = ipaddress.ip_address(host)
+        if not address.is_loopback and not address.is_unspecified:
+            binds.append(f"127.0.0.1:{port}")
     return binds
 
 
@@ -34,5 +41,15 @@ def hypercorn_config(
     return config
 
 
-async def serve_http(app: ASGIApp, config: Config, stop: anyio.Event) -> None:
-    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+def bind_sockets(config: Config) -> Sockets:
+    """Bind before anything else starts, so a taken port is a clear start-up error."""
+    return config.create_sockets()
+
+
+async def serve_http(app: ASGIApp, config: Config, sockets: Sockets, stop: anyio.Event) -> None:
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+        config,
+        sockets=sockets,
+        shutdown_trigger=stop.wait,
+    )

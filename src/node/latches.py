@@ -29,20 +29,24 @@ class OperatorState:
     def _load(self) -> OperatorDecisions:
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return OperatorDecisions(
-                forced_until=raw.get("forced_until"),
-                stopped=bool(raw.get("stopped", False)),
-                latched=raw.get("latched"),
-            )
+            return _decode(raw)
         except FileNotFoundError:
             return OperatorDecisions()
-        except (OSError, ValueError, AttributeError) as exc:
-            logger.warning("{} is unreadable ({}); starting with no force, stop or latch",
-                           self.path, exc)  # fmt: skip
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            logger.warning(
+                "{} is unusable ({}); starting with no force, stop or latch. Delete it or "
+                "run `ibkr-node ctl stop`/`ctl start --force` again to restore a decision",
+                self.path, exc,
+            )  # fmt: skip
             return OperatorDecisions()
 
     def _save(self) -> None:
-        write_json_atomic(self.path, asdict(self.decisions))
+        try:
+            write_json_atomic(self.path, asdict(self.decisions))
+        except OSError as exc:
+            # The decision holds in memory; it is lost only if the daemon restarts too.
+            logger.error("cannot write {} ({}): the operator's decision will not survive a "
+                         "restart until the folder is writable", self.path, exc)  # fmt: skip
 
     def forced(self, now: datetime) -> bool:
         until = self.forced_until
@@ -72,3 +76,22 @@ class OperatorState:
     def latch(self, reason: str | None) -> None:
         self.decisions.latched = reason
         self._save()
+
+
+def _decode(raw: object) -> OperatorDecisions:
+    """Check every field, so a hand-edited file fails here, once, and not at each use."""
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    forced_until = raw.get("forced_until")
+    if forced_until is not None:
+        if not isinstance(forced_until, str):
+            raise TypeError("forced_until is not a date")
+        if datetime.fromisoformat(forced_until).tzinfo is None:
+            raise ValueError("forced_until has no time zone")
+    stopped = raw.get("stopped", False)
+    if not isinstance(stopped, bool):
+        raise TypeError("stopped is not true or false")
+    latched = raw.get("latched")
+    if latched is not None and not isinstance(latched, str):
+        raise TypeError("latched is not a text")
+    return OperatorDecisions(forced_until=forced_until, stopped=stopped, latched=latched)

@@ -64,7 +64,10 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": T.START_FAILED, "source": S.STARTING_GATEWAY, "dest": S.OFF,
      "conditions": "login_failures_exhausted", "before": "latch_login_failures"},
     {"trigger": T.START_FAILED, "source": S.STARTING_GATEWAY, "dest": S.BACKOFF},
-    # Connected: the account must match the trading mode.
+    # Connected: the account must match the trading mode (checked while still connected:
+    # a disconnect racing the reconcile is a failure to retry, not a wrong account).
+    {"trigger": T.RECONCILED, "source": S.CONNECTED, "dest": S.BACKOFF,
+     "conditions": "gateway_lost"},
     {"trigger": T.RECONCILED, "source": S.CONNECTED, "dest": S.SERVING,
      "conditions": "account_matches_mode"},
     {"trigger": T.RECONCILED, "source": S.CONNECTED, "dest": S.OFF,
@@ -142,6 +145,8 @@ class Lifecycle:
             logger.debug("dropped stale {} from an earlier visit", event.trigger)
             return False
         before = self.state
+        if event.trigger is T.START_FAILED and before == State.STARTING_GATEWAY:
+            self.ctx.consecutive_start_failures += 1  # counted before the guards read it
         await self.trigger(event.trigger.value, event=event)
         changed = self.state != before
         if (
@@ -169,7 +174,7 @@ class Lifecycle:
         scope = anyio.CancelScope()
         self._work = scope
         work = WORK[State(self.state)]
-        entry = Event(event.trigger, reason, self.visit, event.login_failure)
+        entry = Event(event.trigger, reason, self.visit)
 
         async def run() -> None:
             with scope:
@@ -220,11 +225,13 @@ class Lifecycle:
     def budget_allows(self, data: Any) -> bool:
         return guards.budget_allows(self.guard_context())
 
+    def gateway_lost(self, data: Any) -> bool:
+        return not self.ctx.broker.connected
+
     def account_matches_mode(self, data: Any) -> bool:
         return guards.account_matches_mode(self.guard_context())
 
     def login_failures_exhausted(self, data: Any) -> bool:
-        self.ctx.consecutive_start_failures += 1
         return guards.login_failures_exhausted(self.guard_context())
 
     # ------------------------------------------------------------------ transition effects

@@ -18,7 +18,7 @@ from node.clock import Clock, RealClock, RunWindow, parse_days
 from node.config import Settings
 from node.daemon import Daemon, install_break_handler
 from node.events import Event, Trigger
-from node.http_server import bind_addresses, hypercorn_config, serve_http
+from node.http_server import bind_addresses, bind_sockets, hypercorn_config, serve_http
 from node.lockfile import InstanceLock
 from node.plugins.launchers.base import GatewayEndpoint, Launcher
 from node.plugins.notifiers.base import Notifier
@@ -171,6 +171,13 @@ async def run_node(
             str(settings.TLS_CERT_FILE) if settings.TLS_CERT_FILE else None,
             str(settings.TLS_KEY_FILE) if settings.TLS_KEY_FILE else None,
         )
+        try:
+            sockets = bind_sockets(config)
+        except OSError as exc:
+            raise StartupError(f"the API cannot listen on {', '.join(binds)}: {exc.strerror}; "
+                               "another program (or daemon) holds API_PORT "
+                               f"{settings.API_PORT}, or API_BIND_HOST is not an address of "
+                               "this machine") from None  # fmt: skip
         logger.info("configuration: {}", settings.redacted())
         stop_http = anyio.Event()
         async with anyio.create_task_group() as tg:
@@ -182,7 +189,7 @@ async def run_node(
                 install_break_handler(daemon)
             await tg.start(daemon.run)
             async with anyio.create_task_group() as http:
-                http.start_soon(serve_http, app, config, stop_http)
+                http.start_soon(serve_http, app, config, sockets, stop_http)
                 logger.info("API listening on {}", ", ".join(binds))
                 on_ready(Running(daemon, settings.API_PORT, demo_key))
                 await daemon.stopped.wait()

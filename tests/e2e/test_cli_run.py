@@ -125,7 +125,7 @@ async def test_demo_state_ctl_and_shutdown(env: dict[str, str], tmp_path: Path) 
         as_json = await cli("state", "--json", env=env, cwd=tmp_path)
         doc = json.loads(as_json.stdout)
         assert doc["state"] == "SERVING"
-        assert doc["simulated"] is False  # the demo says so in its banner instead
+        assert doc["simulated"] is True
         assert doc["gates"]["armed"] is True
         pid = doc["gateway"]["pid"]
 
@@ -171,6 +171,19 @@ async def test_kill_9_leaves_no_gateway_and_no_stale_lock(
         await until_gone(pid)  # the child saw its stdin close and exited by itself
     async with daemon("--demo", env=env, cwd=tmp_path):
         await until_state(0, env, tmp_path)
+
+
+async def test_api_port_taken_is_one_clear_line(env: dict[str, str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(env["API_PORT"])))
+        holder.listen()
+        result = await cli("run", "--demo", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.decode().strip().splitlines()[-1:]
+    assert "holds API_PORT" in line
+    assert b"Traceback" not in result.stderr
 
 
 async def test_keygen_writes_and_rotates(env: dict[str, str], tmp_path: Path) -> None:

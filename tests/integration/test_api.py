@@ -198,3 +198,24 @@ async def test_key_rotation_takes_effect_without_restart(tmp_path: Any) -> None:
     key_file.write_text("newest-key\nnew-key\n", encoding="utf-8")
     ring._checked = 0.0
     assert not ring.accepts("old-key")
+
+
+async def test_every_admin_action_over_http(node_factory: Any, sim_factory: Any) -> None:
+    live = await sim_factory(account="U1")  # a live account in paper mode latches
+    node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=live.port)
+    headers = {"X-API-Key": KEY}
+    async with client(node) as http:
+        await until(lambda: node.daemon.state_document()["latched"] is not None)
+        live.engine.account.account_id = "DU1"
+        cleared = await http.post("/v1/admin/clear-latch", headers=headers)
+        assert cleared.status_code == 202
+        await until(lambda: node.state == "SERVING")
+        reset = await http.post("/v1/admin/reset-backoff", headers=headers)
+        assert reset.json()["result"].startswith("restart budget")
+        forced = await http.post("/v1/admin/start?force=true", headers=headers)
+        assert forced.json()["result"].startswith("start forced until")
+        released = await http.post("/v1/admin/release", headers=headers)
+        assert released.json()["result"] == "force released"
+        down = await http.post("/v1/admin/shutdown", headers=headers)
+        assert down.status_code == 202
+        await node.done.wait()

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from loguru import logger
 
 from node.sim import Simulator
 from support import drive, until
@@ -48,6 +49,7 @@ async def test_window_open_at_start_reaches_serving(node_factory: Any) -> None:
 
 async def test_outside_the_window_stays_off(node_factory: Any) -> None:
     node = await node_factory(at="2026-11-22T12:00:00-05:00")  # a Sunday
+    await until(lambda: node.daemon.events_handled >= 1)  # the start-up window check
     assert node.state == "OFF"
     doc = node.daemon.state_document()
     assert doc["window"]["open"] is False
@@ -69,11 +71,17 @@ async def test_window_closes_to_off_with_the_gateway_gone_and_reopens(node_facto
 
 
 async def test_time_jump_reevaluates_the_window(node_factory: Any) -> None:
-    node = await node_factory()
-    await serving(node)
-    await node.clock.wait_for_sleepers()
-    node.clock.set(node.clock.now() + timedelta(hours=10))  # laptop resumed at 22:00
-    await until(lambda: node.state == "OFF")
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}")
+    try:
+        node = await node_factory()
+        await serving(node)
+        await node.clock.wait_for_sleepers()
+        node.clock.set(node.clock.now() + timedelta(hours=10))  # laptop resumed at 22:00
+        await until(lambda: node.state == "OFF")
+    finally:
+        logger.remove(sink)
+    assert any("the clock jumped" in line for line in lines)
 
 
 # ---------------------------------------------------------------------- failures
@@ -267,6 +275,7 @@ async def test_stop_force_and_budget_survive_a_daemon_restart(
     await again.done.wait()
 
     third = await node_factory(at=sunday, state_dir=state_dir, clock=node.clock, **settings)
+    await until(lambda: third.daemon.events_handled >= 1)
     assert third.state == "OFF"
     assert "stopped by the operator" in third.daemon.lifecycle.blocked_reason()
     third.daemon.command("start")
@@ -307,6 +316,48 @@ async def test_reset_backoff_clears_the_budget(node_factory: Any, sim: Simulator
     node.daemon.command("reset-backoff")
     doc = node.daemon.state_document()["restarts"]
     assert (doc["used"], doc["attempt"]) == (0, 0)
+
+
+async def test_reset_backoff_restarts_a_budget_blocked_backoff_now(
+    node_factory: Any, sim: Simulator
+) -> None:
+    node = await node_factory(
+        GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port, MAX_RESTARTS_PER_HOUR=1
+    )
+    await serving(node)
+    sim.faults.drop_all()
+    await drive(node.clock, lambda: node.state == "SERVING"
+                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    sim.faults.drop_all()
+    await drive(node.clock, lambda: "budget_exhausted" in node.notifier.kinds(), step=1)
+    assert "restarting now" in node.daemon.command("reset-backoff")
+    await serving(node)  # without moving the clock: no wait for the hour to pass
+
+
+async def test_start_says_why_it_cannot(node_factory: Any) -> None:
+    node = await node_factory(at="2026-11-22T12:00:00-05:00")  # Sunday, outside the window
+    await until(lambda: node.daemon.events_handled >= 1)
+    assert "outside the run window" in node.daemon.command("start")
+    assert node.daemon.command("start", force=True).startswith("start forced until")
+    await serving(node)
+
+
+async def test_disconnect_racing_the_reconcile_is_a_retry_not_a_latch(
+    node_factory: Any, sim: Simulator
+) -> None:
+    from node.events import Event, Trigger
+
+    node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port,
+                              at="2026-11-22T12:00:00-05:00")  # fmt: skip
+    node.daemon.command("start", force=True)
+    await serving(node)
+    # Replay the race by hand: the machine is CONNECTED with the socket already gone.
+    lifecycle = node.daemon.lifecycle
+    node.daemon.broker.disconnect()
+    lifecycle.state = "CONNECTED"
+    await lifecycle.handle(Event(Trigger.RECONCILED, "race"))
+    assert node.state == "BACKOFF"
+    assert node.daemon.state_document()["latched"] is None
 
 
 async def test_second_daemon_on_the_same_state_dir_is_refused(

@@ -11,6 +11,8 @@ from node.states.context import StateContext
 
 async def run(ctx: StateContext, event: Event) -> None:
     visit = event.visit
+    # LOGIN_FAILURE_LIMIT counts failed starts that never reached CONNECTED.
+    ctx.consecutive_start_failures = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(ctx.broker.run_heartbeat)
 

@@ -7,7 +7,7 @@ from loguru import logger
 
 from node.broker import BrokerError
 from node.events import Event, Trigger
-from node.plugins.launchers.base import LaunchError, LoginFailure
+from node.plugins.launchers.base import LaunchError
 from node.states.context import StateContext
 
 RETRY_EVERY = 2.0  # seconds between connect attempts (DESIGN.md §3)
@@ -26,10 +26,7 @@ async def run(ctx: StateContext, event: Event) -> None:
                     "which this node did not start; stop it or change the gateway port"
                 )
             await ctx.launcher.start()
-    except LoginFailure as exc:
-        ctx.post(Event(Trigger.START_FAILED, str(exc), visit, login_failure=True))
-        return
-    except LaunchError as exc:
+    except LaunchError as exc:  # a LoginFailure too: every failed start counts the same
         ctx.post(Event(Trigger.START_FAILED, str(exc), visit))
         return
 
