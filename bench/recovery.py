@@ -231,6 +231,37 @@ class Results:
         return self.samples.get(key, [])
 
 
+IMPORTS = "import node.cli, node.runtime"  # what `ibkr-node run` imports before it starts
+
+
+async def import_time(env: dict[str, str], budget: Budget) -> float:
+    """Spawn → exit of an interpreter that only imports the daemon's modules."""
+    started = time.time()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", IMPORTS, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        code = await asyncio.wait_for(proc.wait(), budget.cap(30))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if code != 0:
+        raise TrialFailed(f"`python -c {IMPORTS!r}` exited with code {code}")
+    return time.time() - started
+
+
+def cached_env(env: dict[str, str], top: Path) -> dict[str, str] | None:
+    """The environment with a .pyc cache in ``top`` when this one forbids writing one."""
+    if not env.get("PYTHONDONTWRITEBYTECODE"):
+        return None
+    cached = dict(env)
+    cached.pop("PYTHONDONTWRITEBYTECODE")
+    cached["PYTHONPYCACHEPREFIX"] = str(top / "pycache")  # never inside the project
+    return cached
+
+
 async def bare_simulator(workdir: Path, env: dict[str, str], budget: Budget, res: Results) -> None:
     """Baseline: the launcher's simulator command alone, and a plain ib_async client."""
     log = workdir / "bare-sim.log"
@@ -509,7 +540,10 @@ async def bench(args: argparse.Namespace) -> Results:
     budget = Budget(args.max_seconds)
     env = base_env()
     top = Path(tempfile.mkdtemp(prefix="ibkr-recovery-"))
+    cached = cached_env(env, top)
     try:
+        if cached is not None:
+            await import_time(cached, budget)  # fills the cache; not counted
         for i in range(args.trials):
             if budget.remaining() <= 0:
                 budget.hit = True
@@ -519,9 +553,12 @@ async def bench(args: argparse.Namespace) -> Results:
             print(f"round {i + 1}/{args.trials} ({budget.elapsed():.0f} s)", file=sys.stderr)
             try:
                 try:
+                    res.add("imports", await import_time(env, budget))
+                    if cached is not None:
+                        res.add("imports.cached", await import_time(cached, budget))
                     await bare_simulator(workdir, env, budget, res)
                 except TrialFailed as exc:
-                    res.failures.append(f"bare simulator: {exc}")
+                    res.failures.append(f"baseline: {exc}")
                 await daemon_round(workdir, env, budget, res)
             except OutOfTime:
                 print("the time budget is spent: stopping", file=sys.stderr)
@@ -619,6 +656,8 @@ BREAKDOWN = [
                          "imports, settings, API bound)"),
         ("cold.launch", "STARTING_GATEWAY → CONNECTED (simulator spawned, handshake, sync)"),
         ("cold.reconcile", "CONNECTED → SERVING (account check, reconcile)"),
+        ("imports", f"for reference: `python -c '{IMPORTS}'` spawn → exit, this environment"),
+        ("imports.cached", "the same with a warm .pyc cache (`PYTHONPYCACHEPREFIX`, temporary)"),
     ]),
     ("cold start (`ctl start`)", [
         ("start.api", "POST /v1/admin/start → OFF → STARTING_GATEWAY"),
@@ -664,6 +703,9 @@ def share(part: str, whole: str, res: Results) -> str:
     return f"{fmt(p)}, {100 * p / w:.0f} %"
 
 
+PARTS = "medians of each part, so the shares need not add up to 100 %"
+
+
 def reading(res: Results) -> str:
     out = []
     for row in rows(res):
@@ -676,7 +718,7 @@ def reading(res: Results) -> str:
                    f"worst {fmt(max(values))} against < {row.target:g} s.")  # fmt: skip
     if res.get("crash.serving"):
         out.append(
-            "- **What crash → SERVING is made of** (medians): detection "
+            f"- **What crash → SERVING is made of** ({PARTS}): detection "
             f"{share('crash.detected', 'crash.serving', res)}; BACKOFF "
             f"{share('crash.backoff', 'crash.serving', res)} (the drawn delay is "
             f"{FIRST_DELAY:g} s ±{JITTER:.0%}); STARTING_GATEWAY → CONNECTED "
@@ -687,12 +729,20 @@ def reading(res: Results) -> str:
         )
     if res.get("cold.total"):
         out.append(
-            "- **What a cold process start is made of** (medians): the daemon's own start-up "
+            f"- **What a cold process start is made of** ({PARTS}): the daemon's own start-up "
             f"(interpreter and imports to its first transition) "
             f"{share('cold.startup', 'cold.total', res)}; launching the simulator and the "
             f"handshake {share('cold.launch', 'cold.total', res)}; reconcile "
             f"{share('cold.reconcile', 'cold.total', res)}. `ctl start` from OFF skips the "
-            f"daemon's start-up: {fmt(median(res.get('start.total')))}."
+            f"daemon's start-up: {fmt(median(res.get('start.total')))}. Importing the daemon's "
+            f"modules alone takes {fmt(median(res.get('imports')))}"
+            + (
+                f" here ({fmt(median(res.get('imports.cached')))} with a warm .pyc cache, "
+                "which an installed node normally has)"
+                if res.get("imports.cached")
+                else ""
+            )
+            + "."
         )
     if res.get("hang.detected") and res.get("hang.expected"):
         out.append(
@@ -721,6 +771,25 @@ def machine() -> str:
     )
 
 
+def source_fingerprint() -> tuple[tuple[str, int, int], ...]:
+    """What the daemon runs: every source file's path, size and mtime."""
+    files = sorted((ROOT / "src").rglob("*.py"))
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+def revision() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()  # fmt: skip
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "src")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return f"commit {head}" + (" with uncommitted changes in src/" if dirty else "")
+
+
 def load_average() -> str:
     try:
         return " / ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -739,8 +808,8 @@ failure (`ibkr-node ctl reset-backoff` before the trial), with the default setti
 **Command.**
 
 ```sh
-uv run python bench/recovery.py            # 10 trials of each (~6 min, at most 10 min)
-uv run python bench/recovery.py --quick    # 3 trials of each (~2 min)
+uv run python bench/recovery.py            # 10 trials of each (~6–8 min, at most 10 min)
+uv run python bench/recovery.py --quick    # 3 trials of each (~2–3 min)
 uv run python bench/recovery.py --write    # also rewrites this section
 ```
 
@@ -769,8 +838,11 @@ daemon and simulator logs of every round and print where).
   1. *Baseline*: the sim launcher's own command (`python -m node sim … --exit-with-parent`)
      spawned by this process, `ib_async.IB.connectAsync` (client id {CLIENT_ID},
      `raiseSyncErrors`, as the daemon connects) until it returns, then `exit 1` on the
-     control channel until that client's `disconnectedEvent` fires.
-  2. *Cold start, process*: spawn the daemon → its first → SERVING.
+     control channel until that client's `disconnectedEvent` fires. For reference,
+     `python -c '{IMPORTS}'` spawn → exit (what the daemon imports
+     before it can start), and the same with a warm `.pyc` cache in a temporary
+     `PYTHONPYCACHEPREFIX` when this environment sets `PYTHONDONTWRITEBYTECODE`.
+  2. *Cold start, process*: spawn the daemon → its first transition to SERVING.
   3. *Cold start, `ctl start`*: `POST /v1/admin/stop` (what `ibkr-node ctl stop` sends),
      wait for OFF with the gateway gone, `ibkr-node ctl reset-backoff`, then
      `POST /v1/admin/start` → SERVING.
@@ -780,8 +852,10 @@ daemon and simulator logs of every round and print where).
      (*detected*) and → the next SERVING (*SERVING again*); the gateway pid must change.
   5. *Hang*: `ibkr-node ctl reset-backoff`, wait 1–{1 + HB_INTERVAL:g} s (random, so the
      silence starts at a random point of the heartbeat interval), `silent on` (port open,
-     nothing answered) → the transition out of SERVING (*detected*); then `silent off` →
-     SERVING.
+     nothing answered) → the transition out of SERVING (*detected*); then `silent off`,
+     sent as soon as DEGRADED is seen, → SERVING. Degraded, the daemon probes back to back,
+     so the probe in flight when the silence ends (which the simulator dropped) times out
+     first: about one `HEARTBEAT_TIMEOUT`.
 - **Baselines and ratios** (same run): cold starts against the bare simulator's spawn →
   handshake (the least any supervisor that launches the gateway pays); crash detection
   against a plain ib_async client noticing the same crash (the socket's own notice);
@@ -799,7 +873,7 @@ def report(args: argparse.Namespace, res: Results) -> str:
     parts = [
         "### Results",
         "",
-        f"Measured {when} on {machine()}.",
+        f"Measured {when} on {machine()}; the node at {args.revision}.",
         "",
         f"Command: `{command.strip()}` ({res.rounds} complete round(s) of {args.trials}; "
         f"{args.elapsed:.0f} s in all"
@@ -808,6 +882,11 @@ def report(args: argparse.Namespace, res: Results) -> str:
         "",
         f"Load average (1/5/15 min) before: {args.load_before}; after: {args.load_after}.",
         "",
+    ]
+    if args.source_changed:
+        parts += ["**src/ changed during the run: the rounds did not all run the same code; "
+                  "run it again.**", ""]  # fmt: skip
+    parts += [
         table(res),
         "",
         "Where the time goes (medians and ranges over the same trials):",
@@ -847,9 +926,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials < 1 or args.max_seconds <= 0:
         parser.error("--trials and --max-seconds must be positive")
     args.load_before = load_average()
+    args.revision = revision()
+    source = source_fingerprint()
     started = time.monotonic()
     res = asyncio.run(bench(args))
     args.elapsed = time.monotonic() - started
+    args.source_changed = source_fingerprint() != source
+    if args.source_changed:
+        print("warning: src/ changed during the run", file=sys.stderr)
     args.load_after = load_average()
     text = report(args, res)
     print(text)
