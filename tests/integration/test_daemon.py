@@ -198,6 +198,8 @@ async def test_window_closing_during_backoff_goes_off(node_factory: Any, sim: Si
     await until(lambda: node.state == "BACKOFF")
     await drive(node.clock, lambda: node.state == "OFF", step=10)
     assert node.daemon.state_document()["transitions"][0]["from"] == "BACKOFF"
+    await drive(node.clock, lambda: node.state != "OFF", step=600)  # Tuesday 04:00
+    await serving(node)
 
 
 async def test_budget_spent_stays_in_backoff_notifies_once_and_resumes(
