@@ -8,14 +8,25 @@ timeout is a bounded real-time I/O limit.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import anyio
-from ib_async import IB
+from ib_async import (
+    IB,
+    LimitOrder,
+    MarketOrder,
+    Order,
+    Stock,
+    StopLimitOrder,
+    StopOrder,
+    Trade,
+)
 from loguru import logger
 
 from node.clock import Clock
@@ -24,7 +35,13 @@ from node.ib_errors import ErrorClass, classify, farm_from_message, market_data,
 
 
 class BrokerError(Exception):
-    """A connect attempt failed; str() says why in operator terms."""
+    """A request to the gateway failed; str() says why in operator terms."""
+
+
+class UnknownSymbol(BrokerError):
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(f"IB knows no US stock {', '.join(symbols)}")
+        self.symbols = symbols
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,76 @@ class HeartbeatStatus:
     last_ok: datetime | None = None
     latency_ms: float | None = None
     misses: int = 0
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """An order as the node sends it: orderRef carries the client_order_id."""
+
+    client_order_id: str
+    symbol: str
+    con_id: int
+    side: str  # buy | sell
+    qty: Decimal
+    type: str  # market | limit | stop | stop_limit
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    time_in_force: str  # day | gtc | ioc | opg
+    extended_hours: bool
+    account: str
+
+
+@dataclass(frozen=True)
+class OrderReport:
+    """What IB says about one of the node's orders (matched by orderRef)."""
+
+    client_order_id: str
+    broker_order_id: int
+    perm_id: int
+    broker_status: str
+    filled: Decimal
+    remaining: Decimal
+    avg_fill_price: Decimal | None
+    error_code: int | None = None
+    error_text: str | None = None
+    commission: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class WhatIfReport:
+    commission: Decimal | None
+    init_margin_change: Decimal | None
+    maint_margin_change: Decimal | None
+    equity_with_loan_after: Decimal | None
+    warning: str
+
+
+@dataclass(frozen=True)
+class QuoteReport:
+    symbol: str
+    bid: Decimal | None
+    ask: Decimal | None
+    last: Decimal | None
+    bid_size: Decimal | None
+    ask_size: Decimal | None
+    volume: Decimal | None
+    data_type: str  # live | frozen | delayed | delayed_frozen
+
+
+@dataclass(frozen=True)
+class PositionReport:
+    symbol: str
+    con_id: int
+    qty: Decimal
+    avg_cost: Decimal
+    market_price: Decimal | None
+    market_value: Decimal | None
+    unrealized_pl: Decimal | None
+    realized_pl: Decimal | None
+
+
+DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed_frozen"}
+QUOTE_TIMEOUT = 11.0  # real TWS ends a snapshot within about 11 s
 
 
 @dataclass
@@ -101,6 +188,9 @@ class Broker:
         self.broken_farms: frozenset[str] = frozenset()
         self._watch = _Watch()
         self._poke = anyio.Event()
+        self.on_order_report: Callable[[OrderReport], None] = lambda report: None
+        self._con_ids: dict[str, int] = {}
+        self._order_errors: dict[int, tuple[int, str]] = {}  # IB order id -> last error
 
     # ------------------------------------------------------------------ status
 
@@ -128,6 +218,9 @@ class Broker:
         ib = IB()
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
+        ib.orderStatusEvent += self._on_trade
+        ib.execDetailsEvent += lambda trade, fill: self._on_trade(trade)
+        ib.commissionReportEvent += lambda trade, fill, report: self._on_trade(trade)
         self._ib = ib
         self._leaving = False
         try:
@@ -170,6 +263,148 @@ class Broker:
         """What the start-up sync brought back (orders, positions, executions)."""
         ib = self._require()
         return SyncSummary(len(ib.openTrades()), len(ib.positions()), len(ib.fills()))
+
+    # ------------------------------------------------------------------ orders
+
+    async def con_id(self, symbol: str) -> int | None:
+        """The stock's conId (cached), or None when IB knows no such symbol."""
+        if symbol in self._con_ids:
+            return self._con_ids[symbol]
+        ib = self._require()
+        details = await ib.reqContractDetailsAsync(Stock(symbol, "SMART", "USD"))
+        if len(details) != 1 or details[0].contract is None:
+            return None
+        self._con_ids[symbol] = details[0].contract.conId
+        return self._con_ids[symbol]
+
+    def place_order(self, spec: OrderSpec) -> int:
+        """Send the order (ib_async throttles all requests to 45/s); returns IB's order id."""
+        ib = self._require()
+        trade = ib.placeOrder(_contract(spec), _ib_order(spec))
+        return int(trade.order.orderId)
+
+    async def what_if(self, spec: OrderSpec) -> WhatIfReport:
+        ib = self._require()
+        state = await ib.whatIfOrderAsync(_contract(spec), _ib_order(spec))
+        return WhatIfReport(
+            commission=_decimal(state.commission),
+            init_margin_change=_decimal(state.initMarginChange),
+            maint_margin_change=_decimal(state.maintMarginChange),
+            equity_with_loan_after=_decimal(state.equityWithLoanAfter),
+            warning=state.warningText or "",
+        )
+
+    def cancel_order(self, broker_order_id: int) -> bool:
+        """Ask IB to cancel; False when this session holds no such order."""
+        ib = self._require()
+        for trade in ib.trades():
+            if trade.order.orderId == broker_order_id:
+                ib.cancelOrder(trade.order)
+                return True
+        return False
+
+    def global_cancel(self) -> None:
+        self._require().reqGlobalCancel()  # type: ignore[no-untyped-call]
+
+    def order_reports(self) -> list[OrderReport]:
+        """Every order this session knows with an orderRef: open, completed and synced ones."""
+        ib = self._require()
+        return [report for trade in ib.trades() if (report := self._report(trade)) is not None]
+
+    async def refresh_completed(self) -> None:
+        """Ask IB for completed orders again (fills that happened while we were away)."""
+        ib = self._require()
+        await ib.reqCompletedOrdersAsync(False)
+
+    async def quotes(self, symbols: list[str]) -> list[QuoteReport]:
+        """Snapshot quotes; symbols IB does not know raise BrokerError naming them."""
+        ib = self._require()
+        contracts = []
+        unknown = []
+        for symbol in symbols:
+            con_id = await self.con_id(symbol)
+            if con_id is None:
+                unknown.append(symbol)
+                continue
+            contract = Stock(symbol, "SMART", "USD")
+            contract.conId = con_id
+            contracts.append(contract)
+        if unknown:
+            raise UnknownSymbol(unknown)
+        tickers: list[Any] = []
+        async with anyio.create_task_group() as tg:
+
+            async def deadline() -> None:
+                await self._clock.sleep(QUOTE_TIMEOUT)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(deadline)
+            tickers = await ib.reqTickersAsync(*contracts)
+            tg.cancel_scope.cancel()
+        if len(tickers) != len(contracts):
+            raise BrokerError(f"no quote from IB within {QUOTE_TIMEOUT:g} s")
+        return [
+            QuoteReport(
+                symbol=t.contract.symbol, bid=_decimal(t.bid), ask=_decimal(t.ask),
+                last=_decimal(t.last), bid_size=_decimal(t.bidSize),
+                ask_size=_decimal(t.askSize), volume=_decimal(t.volume),
+                data_type=DATA_TYPES.get(t.marketDataType, "live"),
+            )
+            for t in tickers
+        ]  # fmt: skip
+
+    async def quote(self, symbol: str) -> QuoteReport:
+        [quote] = await self.quotes([symbol])
+        return quote
+
+    def account_values(self) -> dict[str, str]:
+        """The account's values in USD (or without currency), by IB's tag."""
+        ib = self._require()
+        return {v.tag: v.value for v in ib.accountValues() if v.currency in ("USD", "BASE", "")}
+
+    def positions(self) -> list[PositionReport]:
+        ib = self._require()
+        return [
+            PositionReport(
+                symbol=item.contract.symbol, con_id=item.contract.conId,
+                qty=Decimal(str(item.position)), avg_cost=Decimal(str(item.averageCost)),
+                market_price=_decimal(item.marketPrice), market_value=_decimal(item.marketValue),
+                unrealized_pl=_decimal(item.unrealizedPNL), realized_pl=_decimal(item.realizedPNL),
+            )
+            for item in ib.portfolio()
+            if item.position
+        ]  # fmt: skip
+
+    def _on_trade(self, trade: Trade) -> None:
+        report = self._report(trade)
+        if report is not None:
+            self.on_order_report(report)
+
+    def _report(self, trade: Trade) -> OrderReport | None:
+        ref = trade.order.orderRef
+        if not ref:
+            return None
+        status = trade.orderStatus
+        error = self._order_errors.get(trade.order.orderId)
+        commission = sum(
+            (Decimal(str(f.commissionReport.commission)) for f in trade.fills
+             if f.commissionReport.execId),
+            Decimal(0),
+        )  # fmt: skip
+        filled = Decimal(str(trade.filled()))
+        total = Decimal(str(trade.order.totalQuantity))
+        return OrderReport(
+            client_order_id=ref,
+            broker_order_id=int(trade.order.orderId),
+            perm_id=int(trade.order.permId),
+            broker_status=status.status,
+            filled=filled,
+            remaining=max(total - filled, Decimal(0)),
+            avg_fill_price=_decimal(status.avgFillPrice) if filled else None,
+            error_code=error[0] if error else None,
+            error_text=error[1] if error else None,
+            commission=commission if trade.fills else None,
+        )
 
     def _require(self) -> IB:
         if self._ib is None or not self._ib.isConnected():
@@ -264,6 +499,11 @@ class Broker:
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
         kind = classify(code)
+        if req_id > 0 and self._ib is not None:
+            trade = next((t for t in self._ib.trades() if t.order.orderId == req_id), None)
+            if trade is not None and code != 202:  # 202 is the echo of a cancel
+                self._order_errors[req_id] = (code, message)
+                self._on_trade(trade)
         before = self.market_data
         self.broken_farms = next_farm_state(self.broken_farms, code, farm_from_message(message))
         if self.market_data != before:
@@ -292,3 +532,41 @@ def _connect_failure(host: str, port: int, exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"{host}:{port} accepted the connection but the API handshake did not complete"
     return f"connecting to {host}:{port} failed: {exc or type(exc).__name__}"
+
+
+def _contract(spec: OrderSpec) -> Stock:
+    contract = Stock(spec.symbol, "SMART", "USD")
+    contract.conId = spec.con_id
+    return contract
+
+
+def _ib_order(spec: OrderSpec) -> Order:
+    action = spec.side.upper()
+    qty = float(spec.qty)
+    order: Order
+    if spec.type == "market":
+        order = MarketOrder(action, qty)
+    elif spec.type == "limit":
+        order = LimitOrder(action, qty, float(spec.limit_price or 0))
+    elif spec.type == "stop":
+        order = StopOrder(action, qty, float(spec.stop_price or 0))
+    else:
+        order = StopLimitOrder(
+            action, qty, float(spec.limit_price or 0), float(spec.stop_price or 0)
+        )
+    order.tif = spec.time_in_force.upper()
+    order.outsideRth = spec.extended_hours
+    order.orderRef = spec.client_order_id
+    order.account = spec.account
+    return order
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """IB's numbers as Decimal; its 'unset' sentinels and NaN as None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(number) or math.isinf(number) or number >= 1.7e308:
+        return None
+    return Decimal(str(number))

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import sys
 from datetime import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -50,6 +51,10 @@ FIXES: dict[str, str] = {
     "LOG_FORMAT": "set it to text or json",
     "LOG_LEVEL": "set it to DEBUG, INFO, WARNING or ERROR",
     "NOTIFY_WEBHOOK_URL": "set it to an http(s) URL or remove it",
+    "MAX_ORDER_QTY": "set it to a positive number of shares, or remove it for no limit",
+    "MAX_ORDER_NOTIONAL": "set it to a positive amount in USD, or remove it for no limit",
+    "MAX_OPEN_ORDERS": "set it to a whole number, or remove it for no limit",
+    "MAX_ORDERS_PER_MINUTE": "set it to a whole number of at least 1, or remove it",
     "NOTIFY_PUSH_URL": "set it to an http(s) URL or remove it",
 }
 SECONDS_FIX = "set it to a positive number of seconds"
@@ -143,6 +148,13 @@ class Settings(BaseSettings):
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Risk limits (unset = no limit)
+    MAX_ORDER_QTY: Annotated[Decimal, Field(gt=0)] | None = None
+    MAX_ORDER_NOTIONAL: Annotated[Decimal, Field(gt=0)] | None = None
+    MAX_OPEN_ORDERS: Annotated[int, Field(ge=0)] | None = None
+    MAX_ORDERS_PER_MINUTE: Annotated[int, Field(ge=1)] | None = None
+    SYMBOL_ALLOWLIST: str = ""  # empty = every symbol
+
     # Notifiers
     NOTIFY_WEBHOOK_URL: str | None = Field(default=None, repr=False)
     NOTIFY_PUSH_URL: str | None = Field(default=None, repr=False)
@@ -228,6 +240,10 @@ class Settings(BaseSettings):
         return value or None
 
     # ------------------------------------------------------------------ derived values
+
+    @property
+    def symbol_allowlist(self) -> frozenset[str]:
+        return frozenset(s.upper() for s in _split(self.SYMBOL_ALLOWLIST))
 
     @property
     def gateway_port(self) -> int:

@@ -17,6 +17,8 @@ class OperatorDecisions:
     forced_until: str | None = None  # ISO UTC: `ctl start --force` holds the window open
     stopped: bool = False  # `ctl stop` keeps the node OFF until `ctl start`
     latched: str | None = None  # "needs human": why the node latched OFF
+    kill_switch: bool = False  # POST /v1/kill; cleared only by `ctl clear-kill` on the laptop
+    kill_pending: str | None = None  # "node" or "account": a cancel to carry out on connect
 
 
 class OperatorState:
@@ -77,6 +79,29 @@ class OperatorState:
         self.decisions.latched = reason
         self._save()
 
+    @property
+    def kill_switch(self) -> bool:
+        return self.decisions.kill_switch
+
+    @property
+    def kill_pending(self) -> str | None:
+        return self.decisions.kill_pending
+
+    def engage_kill(self, pending_scope: str | None) -> None:
+        self.decisions.kill_switch = True
+        if pending_scope is not None and self.decisions.kill_pending != "account":
+            self.decisions.kill_pending = pending_scope
+        self._save()
+
+    def kill_carried_out(self) -> None:
+        self.decisions.kill_pending = None
+        self._save()
+
+    def clear_kill(self) -> None:
+        self.decisions.kill_switch = False
+        self.decisions.kill_pending = None
+        self._save()
+
 
 def _decode(raw: object) -> OperatorDecisions:
     """Check every field, so a hand-edited file fails here, once, and not at each use."""
@@ -94,4 +119,11 @@ def _decode(raw: object) -> OperatorDecisions:
     latched = raw.get("latched")
     if latched is not None and not isinstance(latched, str):
         raise TypeError("latched is not a text")
-    return OperatorDecisions(forced_until=forced_until, stopped=stopped, latched=latched)
+    kill_switch = raw.get("kill_switch", False)
+    if not isinstance(kill_switch, bool):
+        raise TypeError("kill_switch is not true or false")
+    kill_pending = raw.get("kill_pending")
+    if kill_pending not in (None, "node", "account"):
+        raise ValueError("kill_pending is not node or account")
+    return OperatorDecisions(forced_until=forced_until, stopped=stopped, latched=latched,
+                             kill_switch=kill_switch, kill_pending=kill_pending)  # fmt: skip
