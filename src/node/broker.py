@@ -391,8 +391,8 @@ class Broker:
              if f.commissionReport.execId),
             Decimal(0),
         )  # fmt: skip
-        filled = Decimal(str(trade.filled()))
-        total = Decimal(str(trade.order.totalQuantity))
+        filled = _quantity(trade.filled())
+        total = _quantity(trade.order.totalQuantity)
         return OrderReport(
             client_order_id=ref,
             broker_order_id=int(trade.order.orderId),
@@ -570,3 +570,9 @@ def _decimal(value: Any) -> Decimal | None:
     if math.isnan(number) or math.isinf(number) or number >= 1.7e308:
         return None
     return Decimal(str(number))
+
+
+def _quantity(value: float) -> Decimal:
+    """Shares as IB reports them (floats), without a spurious '.0'."""
+    number = Decimal(str(value))
+    return number.quantize(Decimal(1)) if number == number.to_integral_value() else number

@@ -108,10 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
         ("release", "end a forced start"),
         ("reset-backoff", "clear the restart budget and the backoff delay step"),
         ("clear-latch", "clear a 'needs human' latch and start again"),
+        ("clear-kill", "clear the kill switch (orders may go out again)"),
         ("shutdown", "stop the gateway and exit the daemon with code 0"),
     ]:
         actions.add_parser(name, help=text)
+    actions.add_parser("arm", help="create the arm file: orders may go out (with the other gates)")
+    actions.add_parser("disarm", help="remove the arm file: no order goes out")
     ctl.set_defaults(handler=_ctl)
+
+    audit = commands.add_parser("audit", help="check or export the audit trail")
+    audit_actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
+    audit_actions.add_parser("verify", help="check the journal's hash chain (exit 1 if broken)")
+    export = audit_actions.add_parser("export", help="write the journal or orders to stdout")
+    export.add_argument("--format", choices=["csv", "json"], default="json")
+    export.add_argument("--table", choices=["journal", "orders"], default="journal")
+    audit.add_argument(
+        "--db", type=Path, default=None, help="the audit database (default: AUDIT_DB_PATH)"
+    )
+    audit.set_defaults(handler=_audit)
 
     keygen = commands.add_parser("keygen", help="write a new API key to API_KEY_FILE")
     keygen.add_argument(
@@ -197,6 +211,9 @@ def _state(args: argparse.Namespace, settings: Settings) -> int:
 def _ctl(args: argparse.Namespace, settings: Settings) -> int:
     from node import ctl
 
+    if args.action in ("arm", "disarm"):
+        print(ctl.set_armed(settings.arm_orders_file, args.action == "arm"))
+        return 0
     try:
         reply = ctl.admin(settings, args.action, force=getattr(args, "force", False))
     except ctl.CtlError as exc:
@@ -217,6 +234,27 @@ def _keygen(args: argparse.Namespace, settings: Settings) -> int:
     print(f"new API key written to {settings.API_KEY_FILE} (shown once; give it to the Pi):")
     print(key)
     return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from node.audit import AuditError, export, verify_chain
+
+    path = args.db or settings.audit_db_path
+    try:
+        if args.audit_action == "verify":
+            result = verify_chain(path)
+            if result.ok:
+                print(f"{path}: the journal's {result.rows} rows verify")
+                return 0
+            print(f"{path}: BROKEN at seq {result.first_bad_seq}: {result.problem}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        rows = export(path, args.format, sys.stdout, table=args.table)
+        print(f"{rows} rows exported", file=sys.stderr)
+        return 0
+    except (FileNotFoundError, AuditError) as exc:
+        print(f"ibkr-node audit: {path}: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -119,5 +119,15 @@ def keygen(path: Path, *, rotate: bool) -> str:
     return key
 
 
+def set_armed(path: Path, armed: bool) -> str:
+    """The arm file is the laptop's consent: created and removed only here, never by the API."""
+    if armed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("armed by `ibkr-node ctl arm`\n", encoding="utf-8")
+        return f"armed: {path} created (orders still need ORDERS_ENABLED and the other gates)"
+    path.unlink(missing_ok=True)
+    return f"disarmed: {path} removed"
+
+
 def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2)

@@ -19,6 +19,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from loguru import logger
 
+from node.api.metrics import NodeMetrics
+from node.audit import AuditStore
 from node.backoff import BackoffSchedule, RestartBudget
 from node.broker import Broker
 from node.clock import Clock, RunWindow
@@ -26,9 +28,11 @@ from node.config import Settings
 from node.events import Event, Trigger
 from node.latches import OperatorState
 from node.machine import Lifecycle, State, TransitionRecord
+from node.orders import OrderService
 from node.plugins.launchers.base import Launcher
 from node.plugins.notifiers.base import Notice, Notifier
 from node.states.context import StateContext
+from node.trading import Trading
 
 TIME_JUMP = 5.0  # seconds between expected and actual wake-up that mean the clock jumped
 
@@ -46,6 +50,7 @@ class Daemon:
         window: RunWindow,
         notifiers: Sequence[Notifier] = (),
         *,
+        store: AuditStore,
         armed_by_demo: bool = False,
     ) -> None:
         self.settings = settings
@@ -80,7 +85,14 @@ class Daemon:
             operator=self.operator,
             post=self.post,
             notify=self.notify,
+            reconcile=self._reconcile,
+            before_stop=self._before_stop,
         )
+        self.metrics = NodeMetrics(lambda: self.state, lambda: self.broker.heartbeat.latency_ms)
+        self.trading = Trading(
+            settings, clock, store, self.broker, self.operator, self.metrics,
+            lambda: self.state, self.retry_after, armed_by_demo=armed_by_demo,
+        )  # fmt: skip
         self.lifecycle: Lifecycle | None = None
         self._tg: TaskGroup | None = None
         self.stopped = anyio.Event()  # set once the daemon has shut down
@@ -136,6 +148,10 @@ class Daemon:
             self.budget.set_attempt(0)
             self.post(Event(Trigger.LATCH_CLEARED, "latch cleared by the operator"))
             return "latch cleared"
+        if action == "clear-kill":
+            self.trading.journal_later("kill_switch", {"engaged": False})
+            self.operator.clear_kill()
+            return "kill switch cleared"
         if action == "shutdown":
             self.shutting_down = True
             self.post(Event(Trigger.SHUTDOWN, "operator shutdown"))
@@ -162,7 +178,6 @@ class Daemon:
         info = self.broker.info
         heartbeat = self.broker.heartbeat
         next_change = self.window.next_change(now)
-        armed = self.armed_by_demo or s.arm_orders_file.exists()
         return {
             "state": self.state,
             "since": utc_text(lc.since if lc else now),
@@ -200,17 +215,7 @@ class Daemon:
                 else None,
                 "attempt": self.budget.attempt,
             },
-            "gates": {
-                # The order path arrives with the LAN API; until then orders are never placed.
-                "orders_enabled": False,
-                "armed": armed,
-                "live_override": bool(
-                    s.LIVE_TRADING_OVERRIDE_FILE and s.LIVE_TRADING_OVERRIDE_FILE.exists()
-                ),
-                "kill_switch": False,
-                "can_place_orders": False,
-                "blocked_by": ["order path not built yet"],
-            },
+            "gates": self.trading.gates_document(),
             "transitions": [t.as_dict() for t in reversed(lc.transitions)] if lc else [],
         }
 
@@ -223,6 +228,8 @@ class Daemon:
             self._tg = tg
             self.lifecycle = Lifecycle(self.ctx, tg, lambda: self._window_open,
                                        self._journal_transition)  # fmt: skip
+            tg.start_soon(self.trading.run)
+            self.trading.journal_later("startup_config", self.settings.redacted())
             for notifier in self.notifiers:
                 tg.start_soon(notifier.run, lambda: self.state)
                 # One queue per notifier: notices reach each one in the order they happened.
@@ -237,6 +244,7 @@ class Daemon:
         for notifier in self.notifiers:
             with anyio.CancelScope(shield=True):
                 await notifier.aclose()
+        await self.trading.close()
         self.stopped.set()
         logger.info("daemon stopped")
 
@@ -265,8 +273,46 @@ class Daemon:
         await self.ctx.stop_gateway()
 
     def _journal_transition(self, record: TransitionRecord) -> None:
-        # The audit journal arrives with the LAN API; the log line is written by the machine.
-        pass
+        self.metrics.transitions.labels(record.source, record.dest, record.trigger).inc()
+        if record.dest == State.CONNECTED:
+            self.metrics.reconnects.inc()
+        self.trading.journal_later("transition", record.as_dict())
+
+    # ------------------------------------------------------------------ the trading side
+
+    @property
+    def orders(self) -> OrderService:
+        return self.trading.orders
+
+    @property
+    def store(self) -> AuditStore:
+        return self.trading.store
+
+    def retry_after(self) -> float:
+        """Seconds a refused client should wait: until the next restart try, else 5."""
+        if self.state == State.BACKOFF and self.ctx.next_retry_at is not None:
+            return max(1.0, (self.ctx.next_retry_at - self.clock.now()).total_seconds())
+        return 5.0
+
+    async def kill(self, scope: str, request_id: str) -> dict[str, Any]:
+        return await self.trading.kill(scope, request_id)
+
+    def reads_as_of(self) -> datetime | None:
+        return self.broker.heartbeat.last_ok
+
+    async def _reconcile(self) -> str:
+        await self.trading.carry_out_pending_kill()
+        return await self.trading.orders.reconcile()
+
+    async def _before_stop(self, event: Event) -> None:
+        if (
+            event.trigger is Trigger.WINDOW_CLOSED
+            and self.settings.WINDOW_CLOSE_ORDERS == "cancel_all"
+            and self.broker.connected
+        ):
+            results = await self.trading.orders.cancel_open("window-close")
+            logger.info("window closed: {} open order(s) canceled (WINDOW_CLOSE_ORDERS="
+                        "cancel_all)", len(results))  # fmt: skip
 
     # ------------------------------------------------------------------ the window
 

@@ -42,8 +42,12 @@ def hypercorn_config(
 
 
 def bind_sockets(config: Config) -> Sockets:
-    """Bind before anything else starts, so a taken port is a clear start-up error."""
-    return config.create_sockets()
+    """Bind and listen before anything else starts: a taken port is a clear start-up error,
+    and a client that connects as soon as the daemon says it is up is queued, not refused."""
+    sockets = config.create_sockets()
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(config.backlog)
+    return sockets
 
 
 async def serve_http(app: ASGIApp, config: Config, sockets: Sockets, stop: anyio.Event) -> None:

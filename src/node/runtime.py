@@ -10,10 +10,14 @@ from typing import Any
 
 import anyio
 from loguru import logger
+from starlette.routing import Route
 
 from node.api.access import networks
 from node.api.app import create_app
+from node.api.events import events_route, journal_replay
 from node.api.keys import KeyRing
+from node.api.trading import trading_routes
+from node.audit import AuditError, AuditStore
 from node.clock import Clock, RealClock, RunWindow, parse_days
 from node.config import Settings
 from node.daemon import Daemon, install_break_handler
@@ -124,6 +128,17 @@ def api_keys(settings: Settings, *, demo: bool) -> tuple[KeyRing, str | None]:
     return KeyRing(key, None), key
 
 
+def build_app(daemon: Daemon, keys: KeyRing, allowed: tuple[Any, ...]) -> Any:
+    from node.api.openapi import openapi_document
+
+    events = events_route(daemon.trading.hub, journal_replay(daemon.store.journal_since))
+    return create_app(
+        daemon, keys, lambda: allowed,
+        extra_routes=[*trading_routes(daemon), Route("/v1/events", events)],
+        metrics=daemon.metrics, openapi=openapi_document,
+    )  # fmt: skip
+
+
 @dataclass
 class Running:
     """A daemon being served: what tests and benchmarks reach into."""
@@ -162,9 +177,6 @@ async def run_node(
     try:
         if notifiers is None:
             notifiers = build_notifiers(settings, clock)
-        daemon = Daemon(settings, clock, launcher, window, notifiers, armed_by_demo=demo)
-        allowed = networks(settings.allowed_ips)
-        app = create_app(daemon, keys, lambda: allowed)
         binds = bind_addresses(settings.API_BIND_HOST, settings.API_PORT)
         config = hypercorn_config(
             binds,
@@ -178,25 +190,46 @@ async def run_node(
                                "another program (or daemon) holds API_PORT "
                                f"{settings.API_PORT}, or API_BIND_HOST is not an address of "
                                "this machine") from None  # fmt: skip
-        logger.info("configuration: {}", settings.redacted())
-        stop_http = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                await tg.start(
-                    on_stop_signals,
-                    lambda name: daemon.post(Event(Trigger.SHUTDOWN, f"{name} received")),
-                )
-                install_break_handler(daemon)
-            await tg.start(daemon.run)
-            async with anyio.create_task_group() as http:
-                http.start_soon(serve_http, app, config, sockets, stop_http)
-                logger.info("API listening on {}", ", ".join(binds))
-                on_ready(Running(daemon, settings.API_PORT, demo_key))
-                await daemon.stopped.wait()
-                stop_http.set()  # Hypercorn finishes in-flight requests, then returns
-            tg.cancel_scope.cancel()
+        try:
+            store = await AuditStore.open(settings.audit_db_path,
+                                          sync_folder=settings.GDRIVE_BASE_PATH)  # fmt: skip
+        except AuditError as exc:
+            raise StartupError(f"audit store {settings.audit_db_path}: {exc}") from None
+        try:
+            daemon = Daemon(settings, clock, launcher, window, notifiers, store=store,
+                            armed_by_demo=demo)  # fmt: skip
+            app = build_app(daemon, keys, networks(settings.allowed_ips))
+            await _serve(daemon, app, config, sockets, binds, demo_key, settings, on_ready,
+                         handle_signals)  # fmt: skip
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.close()  # the daemon closed it already unless start-up failed
     finally:
         lock.release()
+
+
+async def _serve(
+    daemon: Daemon, app: Any, config: Any, sockets: Any, binds: list[str],
+    demo_key: str | None, settings: Settings, on_ready: Callable[[Running], None],
+    handle_signals: bool,
+) -> None:  # fmt: skip
+    logger.info("configuration: {}", settings.redacted())
+    stop_http = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        if handle_signals:
+            await tg.start(
+                on_stop_signals,
+                lambda name: daemon.post(Event(Trigger.SHUTDOWN, f"{name} received")),
+            )
+            install_break_handler(daemon)
+        await tg.start(daemon.run)
+        async with anyio.create_task_group() as http:
+            http.start_soon(serve_http, app, config, sockets, stop_http)
+            logger.info("API listening on {}", ", ".join(binds))
+            on_ready(Running(daemon, settings.API_PORT, demo_key))
+            await daemon.stopped.wait()
+            stop_http.set()  # Hypercorn finishes in-flight requests, then returns
+        tg.cancel_scope.cancel()
 
 
 def banner(settings: Settings, key: str | None, demo: bool) -> str:

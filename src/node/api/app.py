@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -15,9 +15,12 @@ from starlette.routing import Route
 
 from node.api.access import AccessMiddleware, Network
 from node.api.keys import KeyRing
+from node.api.metrics import HttpMetricsMiddleware, NodeMetrics
 from node.api.problems import problem
 
-ADMIN_ACTIONS = ("start", "stop", "release", "reset-backoff", "clear-latch", "shutdown")
+ADMIN_ACTIONS = (
+    "start", "stop", "release", "reset-backoff", "clear-latch", "clear-kill", "shutdown",
+)  # fmt: skip
 RETRY_AFTER = "5"
 
 
@@ -37,7 +40,13 @@ def request_id(request: Request) -> str:
 
 
 def create_app(
-    node: NodeControl, keys: KeyRing, allowed: Callable[[], tuple[Network, ...]]
+    node: NodeControl,
+    keys: KeyRing,
+    allowed: Callable[[], tuple[Network, ...]],
+    *,
+    extra_routes: Sequence[Route] = (),
+    metrics: NodeMetrics | None = None,
+    openapi: Callable[[list[Route]], dict[str, Any]] | None = None,
 ) -> Starlette:
     async def livez(request: Request) -> Response:
         return JSONResponse({"status": "alive", "state": node.state})
@@ -80,6 +89,16 @@ def create_app(
         return JSONResponse({"action": action, "result": message, "state": node.state},
                             status_code=202)  # fmt: skip
 
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Never a stack trace to the client; the log has it with the request id.
+        from loguru import logger
+
+        logger.opt(exception=exc).error("request {} {} failed", request_id(request),
+                                        request.url.path)  # fmt: skip
+        return problem("internal-error", 500, "the node failed to answer; the log has the "
+                       f"details under request id {request_id(request)}",
+                       request_id(request))  # fmt: skip
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return problem("not-found", 404, f"no route {request.url.path}", request_id(request))
 
@@ -99,9 +118,23 @@ def create_app(
         Route("/v1/health", health),
         Route("/v1/state", state),
         Route("/v1/admin/{action}", admin, methods=["POST"]),
+        *extra_routes,
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics.render))
+    if openapi is not None:
+        document = openapi(list(routes))
+
+        async def openapi_json(request: Request) -> Response:
+            return JSONResponse(document)
+
+        routes.append(Route("/openapi.json", openapi_json))
+    middleware = [Middleware(AccessMiddleware, keys=keys, allowed=allowed)]
+    if metrics is not None:
+        # Outermost, so refused requests are counted too.
+        middleware.insert(0, Middleware(HttpMetricsMiddleware, metrics=metrics, routes=routes))
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AccessMiddleware, keys=keys, allowed=allowed)],
-        exception_handlers={404: not_found, HTTPException: http_error},
+        middleware=middleware,
+        exception_handlers={404: not_found, HTTPException: http_error, 500: server_error},
     )

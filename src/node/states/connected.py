@@ -24,11 +24,12 @@ async def run(ctx: StateContext, event: Event) -> None:
 
         tg.start_soon(deadline)
         try:
-            summary = ctx.broker.sync_summary()
+            synced = ctx.broker.sync_summary()
+            reconciled = await ctx.reconcile()
         except BrokerError as exc:
             ctx.post(Event(Trigger.RECONCILE_FAILED, str(exc), visit))
         else:
             # The account check is the transition's guard; the machine reads it from
             # the broker's connection info.
-            ctx.post(Event(Trigger.RECONCILED, summary.describe(), visit))
+            ctx.post(Event(Trigger.RECONCILED, f"{synced.describe()}; {reconciled}", visit))
         await anyio.sleep_forever()  # the heartbeat runs until the state is left

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +29,10 @@ class StateContext:
     operator: OperatorState
     post: Callable[[Event], None]
     notify: Callable[[str, str, str], None]  # (kind, message, state)
+    # CONNECTED: carry out a pending kill, then reconcile orders; returns a summary.
+    reconcile: Callable[[], Awaitable[str]]
+    # OFF: what to do with the node's working orders before the gateway stops.
+    before_stop: Callable[[Event], Awaitable[None]]
     # The gateway is started and stopped by one state's work at a time.
     gateway_lock: anyio.Lock = field(default_factory=anyio.Lock)
     consecutive_start_failures: int = 0

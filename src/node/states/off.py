@@ -7,4 +7,5 @@ from node.states.context import StateContext
 
 
 async def run(ctx: StateContext, event: Event) -> None:
+    await ctx.before_stop(event)
     await ctx.stop_gateway()

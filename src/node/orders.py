@@ -1,0 +1,380 @@
+"""The order service: idempotency, the gate, the audit intent, placement, status tracking.
+
+DESIGN.md §5: a refused request consumes nothing (its client_order_id stays free); the
+intent is written before the order is sent; the response waits for IB's first report or
+ORDER_ACK_TIMEOUT; after any reconnect or restart orders are reconciled by orderRef.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from loguru import logger
+
+from node.api.schemas import OrderRequest
+from node.audit import AuditStore, DuplicateOrder, OrderRecord
+from node.broker import (
+    Broker,
+    BrokerError,
+    OrderReport,
+    OrderSpec,
+    UnknownSymbol,
+    WhatIfReport,
+)
+from node.clock import Clock
+from node.order_status import OPEN, OrderStatus, is_terminal, map_status, sse_event_name
+from node.safety import GateContext, OrderIntent, Refuse, decide, dry_run
+
+REJECT_REASON_NOT_AT_IB = "not found at IB after a reconnect: it never reached the gateway"
+
+
+class OrderProblem(Exception):
+    """A refusal the API turns into an RFC 9457 problem; nothing was sent to IB."""
+
+    def __init__(self, slug: str, status: int, detail: str, retry_after: float | None = None,
+                 **extra: Any) -> None:  # fmt: skip
+        super().__init__(detail)
+        self.slug = slug
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+        self.extra = extra
+
+
+@dataclass
+class Placed:
+    record: OrderRecord
+    replayed: bool
+
+
+@dataclass
+class _Waiter:
+    event: anyio.Event = field(default_factory=anyio.Event)
+
+
+def request_hash(request: OrderRequest) -> str:
+    return hashlib.sha256(request.canonical_json().encode()).hexdigest()
+
+
+def intent_of(request: OrderRequest, reference_price: Decimal | None) -> OrderIntent:
+    return OrderIntent(
+        symbol=request.symbol, side=request.side, qty=request.qty, type=request.type,
+        limit_price=request.limit_price, stop_price=request.stop_price,
+        reference_price=reference_price,
+    )  # fmt: skip
+
+
+class OrderService:
+    def __init__(
+        self,
+        store: AuditStore,
+        broker: Broker,
+        clock: Clock,
+        gate_context: Callable[[], Awaitable[GateContext]],
+        publish: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        ack_timeout: float,
+        trading_mode: str,
+        count: Callable[[str, str], None] = lambda metric, label: None,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.clock = clock
+        self.gate_context = gate_context
+        self.publish = publish
+        self.ack_timeout = ack_timeout
+        self.trading_mode = trading_mode
+        self._count = count  # ("outcome" | "gate", label) for the metrics
+        self._in_flight: set[str] = set()
+        self._acks: dict[str, _Waiter] = {}
+        self._cancel_requested: set[str] = set()
+        self._accepted_at: list[float] = []
+        self._reports: MemoryObjectSendStream[OrderReport]
+        self._report_queue: MemoryObjectReceiveStream[OrderReport]
+        self._reports, self._report_queue = anyio.create_memory_object_stream[OrderReport](math.inf)
+        broker.on_order_report = self._reports.send_nowait
+
+    # ------------------------------------------------------------------ placing
+
+    async def place(self, request: OrderRequest, request_id: str) -> Placed:
+        cid = request.client_order_id
+        digest = request_hash(request)
+        if cid in self._in_flight:
+            raise OrderProblem(
+                "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
+            )
+        existing = await self.store.get_order(cid)
+        if existing is not None:
+            if existing.request_hash != digest:
+                raise OrderProblem(
+                    "idempotency-key-reused",
+                    422,
+                    f"client_order_id {cid} was used for a different order",
+                )
+            return Placed(existing, replayed=True)
+        self._in_flight.add(cid)
+        try:
+            return await self._place_new(request, digest, request_id)
+        finally:
+            self._in_flight.discard(cid)
+
+    async def _place_new(self, request: OrderRequest, digest: str, request_id: str) -> Placed:
+        cid = request.client_order_id
+        ctx = await self.gate_context()
+        reference = await self._reference_price(request, ctx)
+        decision = decide(ctx, intent_of(request, reference))
+        if isinstance(decision, Refuse):
+            self._count("gate", decision.gate)
+            self._count("outcome", "refused")
+            await self._journal_refusal(decision, request, request_id)
+            raise OrderProblem(decision.slug, decision.status, decision.detail,
+                               decision.retry_after, state=ctx.state)  # fmt: skip
+        try:
+            con_id = await self.broker.con_id(request.symbol)
+        except BrokerError as exc:
+            raise OrderProblem("gateway-unavailable", 503, str(exc), 5.0) from None
+        if con_id is None:
+            raise OrderProblem("unknown-symbol", 422, f"IB knows no US stock {request.symbol!r}")
+        now = self.clock.now()
+        record = OrderRecord.new(
+            request, request_hash=digest, request_id=request_id, con_id=con_id,
+            account_id=ctx.account or "", trading_mode=self.trading_mode, at=now,
+        )  # fmt: skip
+        try:
+            await self.store.insert_order(record)  # the intent, before anything is sent
+        except DuplicateOrder:
+            raise OrderProblem(
+                "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
+            ) from None
+        except Exception as exc:  # any doubt about the audit trail refuses the order
+            logger.error("request {} {}: audit store unavailable: {}", request_id, cid, exc)
+            raise OrderProblem("audit-unavailable", 503,
+                               "the audit trail could not record the order; nothing was sent",
+                               5.0) from None  # fmt: skip
+        waiter = self._acks.setdefault(cid, _Waiter())
+        spec = OrderSpec(
+            client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
+            qty=request.qty, type=request.type, limit_price=request.limit_price,
+            stop_price=request.stop_price, time_in_force=request.time_in_force,
+            extended_hours=request.extended_hours, account=ctx.account or "",
+        )  # fmt: skip
+        try:
+            broker_id = self.broker.place_order(spec)
+        except BrokerError as exc:
+            # Sent or not? The socket was gone, so IB cannot have it: fail it explicitly.
+            record = await self.store.update_order(
+                cid, status="rejected", status_reason=f"not sent: {exc}", failed_at=now
+            )
+            self._acks.pop(cid, None)
+            return Placed(record, replayed=False)
+        self._accepted_at.append(anyio.current_time())
+        self._count("outcome", "sent")
+        record = await self.store.update_order(cid, broker_order_id=broker_id, submitted_at=now)
+        logger.info("request {} order {} sent to IB as #{} ({} {} {} {})", request_id, cid,
+                    broker_id, request.side, request.qty, request.symbol, request.type)  # fmt: skip
+        await self.publish({"event": "pending_new", "order": record.to_api()})
+        async with anyio.create_task_group() as tg:
+
+            async def deadline() -> None:
+                await self.clock.sleep(self.ack_timeout)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(deadline)
+            await waiter.event.wait()
+            tg.cancel_scope.cancel()
+        self._acks.pop(cid, None)
+        current = await self.store.get_order(cid)
+        assert current is not None
+        return Placed(current, replayed=False)
+
+    async def _reference_price(self, request: OrderRequest, ctx: GateContext) -> Decimal | None:
+        """A price for the notional limit when the order has none (market orders)."""
+        if request.limit_price or request.stop_price or ctx.max_order_notional is None:
+            return None
+        if ctx.state != "SERVING":
+            return None
+        try:
+            quote = await self.broker.quote(request.symbol)
+        except BrokerError:
+            return None
+        return quote.ask if request.side == "buy" else quote.bid
+
+    async def _journal_refusal(self, refusal: Refuse, request: OrderRequest,
+                               request_id: str) -> None:  # fmt: skip
+        logger.warning("request {} order {} refused by the gate: {} ({})", request_id,
+                       request.client_order_id, refusal.slug, refusal.detail)  # fmt: skip
+        try:
+            await self.store.journal(
+                "gate_refusal",
+                {"gate": refusal.gate, "slug": refusal.slug, "detail": refusal.detail,
+                 "request": request.model_dump(mode="json")},
+                request_id=request_id, client_order_id=request.client_order_id,
+            )  # fmt: skip
+        except Exception as exc:  # the refusal stands even when it cannot be journaled
+            logger.error("request {}: could not journal a refusal: {}", request_id, exc)
+
+    async def what_if(self, request: OrderRequest) -> WhatIfReport:
+        """IB's margin and commission estimate; nothing is placed."""
+        con_id = await self.broker.con_id(request.symbol)
+        if con_id is None:
+            raise UnknownSymbol([request.symbol])
+        ctx = await self.gate_context()
+        return await self.broker.what_if(OrderSpec(
+            client_order_id=request.client_order_id, symbol=request.symbol, con_id=con_id,
+            side=request.side, qty=request.qty, type=request.type,
+            limit_price=request.limit_price, stop_price=request.stop_price,
+            time_in_force=request.time_in_force, extended_hours=request.extended_hours,
+            account=ctx.account or "",
+        ))  # fmt: skip
+
+    async def preview_gates(self, request: OrderRequest) -> list[Refuse]:
+        ctx = await self.gate_context()
+        return dry_run(ctx, intent_of(request, await self._reference_price(request, ctx)))
+
+    def orders_last_minute(self) -> tuple[int, float | None]:
+        now = anyio.current_time()
+        self._accepted_at = [t for t in self._accepted_at if now - t < 60]
+        frees_in = 60 - (now - self._accepted_at[0]) if self._accepted_at else None
+        return len(self._accepted_at), frees_in
+
+    # ------------------------------------------------------------------ cancelling
+
+    async def cancel(self, record: OrderRecord, request_id: str) -> OrderRecord:
+        if is_terminal(record.status):
+            raise OrderProblem(
+                "order-not-cancelable", 409, f"order {record.id} is already {record.status}"
+            )
+        if not self.broker.connected:
+            raise OrderProblem(
+                "gateway-unavailable",
+                503,
+                "the gateway is not connected; cancel again when it is",
+                5.0,
+            )
+        self._cancel_requested.add(record.client_order_id)
+        if record.broker_order_id is None or not self.broker.cancel_order(record.broker_order_id):
+            raise OrderProblem(
+                "gateway-unavailable",
+                503,
+                "the gateway does not know this order yet; retry shortly",
+                5.0,
+            )
+        updated = await self.store.update_order(record.client_order_id, status="pending_cancel")
+        await self.store.journal("cancel", {"id": record.id}, request_id=request_id,
+                                 client_order_id=record.client_order_id)  # fmt: skip
+        await self.publish({"event": "pending_cancel", "order": updated.to_api()})
+        return updated
+
+    async def cancel_open(self, request_id: str) -> list[tuple[OrderRecord, OrderProblem | None]]:
+        results: list[tuple[OrderRecord, OrderProblem | None]] = []
+        for record in await self.store.open_orders():
+            try:
+                results.append((await self.cancel(record, request_id), None))
+            except OrderProblem as problem:
+                results.append((record, problem))
+        return results
+
+    # ------------------------------------------------------------------ IB's reports
+
+    async def run(self) -> None:
+        """Apply IB's order reports to the store, in order (a task of the daemon)."""
+        async with self._report_queue:
+            async for report in self._report_queue:
+                try:
+                    await self.apply(report)
+                except Exception as exc:  # one bad report must not stop the others
+                    logger.exception("order report for {} not applied: {}",
+                                     report.client_order_id, exc)  # fmt: skip
+
+    async def apply(self, report: OrderReport) -> None:
+        cid = report.client_order_id
+        record = await self.store.get_order(cid)
+        if record is None:
+            return  # not the node's order (another client's orderRef)
+        status = map_status(
+            report.broker_status, report.filled, report.remaining,
+            cancel_requested=cid in self._cancel_requested, error_code=report.error_code,
+            tif=record.time_in_force, previous=cast(OrderStatus, record.status),
+        )  # fmt: skip
+        if is_terminal(record.status) and status != record.status and record.status != "canceled":
+            return  # a terminal state does not move (late echo of a status)
+        changes: dict[str, Any] = {
+            "broker_status": report.broker_status,
+            "broker_order_id": report.broker_order_id,
+            "perm_id": report.perm_id or record.perm_id,
+            "filled_qty": report.filled,
+            "filled_avg_price": report.avg_fill_price,
+            "commission": report.commission,
+            "status": status,
+            "reconcile_pending": False,
+        }
+        now = self.clock.now()
+        if status == "filled" and record.filled_at is None:
+            changes["filled_at"] = now
+        if status == "canceled" and record.canceled_at is None:
+            changes["canceled_at"] = now
+        if status == "expired" and record.expired_at is None:
+            changes["expired_at"] = now
+        if status == "rejected":
+            changes["failed_at"] = record.failed_at or now
+            changes["status_reason"] = (
+                f"IB {report.error_code}: {report.error_text}" if report.error_code
+                else record.status_reason or "rejected by IB"
+            )  # fmt: skip
+        unchanged = all(getattr(record, k) == v for k, v in changes.items())
+        waiter = self._acks.get(cid)
+        if unchanged:
+            if waiter is not None and report.broker_status not in ("PendingSubmit", "ApiPending"):
+                waiter.event.set()
+            return
+        updated = await self.store.update_order(cid, **changes)
+        if report.filled > record.filled_qty:
+            await self.store.journal("fill", {"filled_qty": str(report.filled),
+                                              "avg_price": str(report.avg_fill_price)},
+                                     client_order_id=cid)  # fmt: skip
+        if status != record.status:
+            if is_terminal(status):
+                self._count("outcome", status)
+            logger.info("order {} {} -> {} (IB {})", cid, record.status, status,
+                        report.broker_status)  # fmt: skip
+            await self.publish({"event": sse_event_name(record.status, status),
+                                   "order": updated.to_api()})  # fmt: skip
+        if waiter is not None and report.broker_status not in ("PendingSubmit", "ApiPending"):
+            waiter.event.set()
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def reconcile(self) -> str:
+        """Match the node's open orders with IB's by orderRef: nothing resent, no fill missed."""
+        await self.broker.refresh_completed()
+        reports = {r.client_order_id: r for r in self.broker.order_reports()}
+        matched = missing = 0
+        for record in await self.store.open_orders():
+            report = reports.get(record.client_order_id)
+            if report is not None:
+                await self.apply(report)
+                matched += 1
+            elif record.broker_order_id is None or record.status == "pending_new":
+                await self.store.update_order(
+                    record.client_order_id, status="rejected",
+                    status_reason=REJECT_REASON_NOT_AT_IB, failed_at=self.clock.now(),
+                )  # fmt: skip
+                missing += 1
+        summary = f"{matched} orders reconciled by orderRef, {missing} never reached IB"
+        await self.store.journal("reconcile", {"matched": matched, "missing": missing})
+        return summary
+
+    def open_statuses(self) -> frozenset[str]:
+        return frozenset(OPEN)
+
+    @staticmethod
+    def parse_time(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

@@ -1,0 +1,221 @@
+"""The daemon's trading side: the gate's facts, the kill switch, the journal of what happens,
+SSE fan-out and audit snapshots. The lifecycle machine never depends on it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from loguru import logger
+
+from node.api.events import EventHub, StreamEvent
+from node.api.metrics import NodeMetrics
+from node.audit import AuditStore
+from node.broker import Broker, BrokerError
+from node.clock import Clock
+from node.config import Settings
+from node.latches import OperatorState
+from node.orders import OrderService
+from node.safety import GateContext, blocked_by
+
+ORDER_EVENT = "order_event"
+SNAPSHOT_NAME = "audit.db"
+
+
+class Trading:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        store: AuditStore,
+        broker: Broker,
+        operator: OperatorState,
+        metrics: NodeMetrics,
+        state: Callable[[], str],
+        retry_after: Callable[[], float | None],
+        *,
+        armed_by_demo: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.broker = broker
+        self.operator = operator
+        self.metrics = metrics
+        self.hub = EventHub()
+        self._state = state
+        self._retry_after = retry_after
+        self.armed_by_demo = armed_by_demo
+        self._armed_seen: bool | None = None
+        self._journal_in: MemoryObjectSendStream[tuple[str, dict[str, Any], str | None]]
+        self._journal_out: MemoryObjectReceiveStream[tuple[str, dict[str, Any], str | None]]
+        self._journal_in, self._journal_out = anyio.create_memory_object_stream[
+            tuple[str, dict[str, Any], str | None]
+        ](math.inf)
+        self.orders = OrderService(
+            store, broker, clock, self.gate_context, self.publish_order_event,
+            ack_timeout=settings.ORDER_ACK_TIMEOUT, trading_mode=settings.TRADING_MODE,
+            count=self._count,
+        )  # fmt: skip
+
+    def _count(self, metric: str, label: str) -> None:
+        if metric == "gate":
+            self.metrics.gate_refusals.labels(label).inc()
+        else:
+            self.metrics.orders.labels(label).inc()
+
+    # ------------------------------------------------------------------ the gate's facts
+
+    def armed(self) -> bool:
+        """The arm file, looked at on every call; its appearance and removal are journaled."""
+        armed = self.armed_by_demo or self.settings.arm_orders_file.exists()
+        if self._armed_seen is not None and armed != self._armed_seen:
+            logger.warning(
+                "arm file {} {}",
+                self.settings.arm_orders_file,
+                "appeared: orders may be placed" if armed else "removed: disarmed",
+            )
+            self.journal_later(
+                "arm_file", {"armed": armed, "path": str(self.settings.arm_orders_file)}
+            )
+        self._armed_seen = armed
+        return armed
+
+    def live_override(self) -> bool:
+        path = self.settings.LIVE_TRADING_OVERRIDE_FILE
+        return path is not None and path.exists()
+
+    def gate_context_now(self, open_orders: int = 0) -> GateContext:
+        s = self.settings
+        info = self.broker.info
+        count, frees_in = self.orders.orders_last_minute()
+        return GateContext(
+            kill_switch=self.operator.kill_switch,
+            state=self._state(),
+            next_retry_in=self._retry_after(),
+            orders_enabled=s.ORDERS_ENABLED,
+            armed=self.armed(),
+            trading_mode=s.TRADING_MODE,
+            live_override=self.live_override(),
+            account=info.account if info else None,
+            max_order_qty=s.MAX_ORDER_QTY,
+            max_order_notional=s.MAX_ORDER_NOTIONAL,
+            max_open_orders=s.MAX_OPEN_ORDERS,
+            open_orders=open_orders,
+            symbol_allowlist=s.symbol_allowlist,
+            max_orders_per_minute=s.MAX_ORDERS_PER_MINUTE,
+            orders_last_minute=count,
+            rate_window_frees_in=frees_in,
+        )
+
+    async def gate_context(self) -> GateContext:
+        return self.gate_context_now(open_orders=len(await self.store.open_orders()))
+
+    def gates_document(self) -> dict[str, Any]:
+        ctx = self.gate_context_now()
+        blocked = blocked_by(ctx)
+        return {
+            "orders_enabled": ctx.orders_enabled,
+            "armed": ctx.armed,
+            "live_override": ctx.live_override,
+            "kill_switch": ctx.kill_switch,
+            "can_place_orders": not blocked,
+            "blocked_by": blocked,
+        }
+
+    # ------------------------------------------------------------------ the kill switch
+
+    async def kill(self, scope: str, request_id: str) -> dict[str, Any]:
+        """Latch at once, then cancel; without a gateway the cancel waits for CONNECTED."""
+        connected = self.broker.connected and self._state() in ("SERVING", "DEGRADED", "CONNECTED")
+        self.operator.engage_kill(None if connected else scope)
+        logger.warning("request {}: KILL SWITCH engaged (scope {})", request_id, scope)
+        await self.store.journal("kill_switch", {"engaged": True, "scope": scope,
+                                                 "pending": not connected},
+                                 request_id=request_id)  # fmt: skip
+        canceled: list[str] = []
+        if connected:
+            canceled = await self.cancel_for_kill(scope, request_id)
+        return {"kill_switch": True, "scope": scope, "canceled": canceled,
+                "pending": not connected}  # fmt: skip
+
+    async def cancel_for_kill(self, scope: str, request_id: str) -> list[str]:
+        if scope == "account":
+            self.broker.global_cancel()
+        results = await self.orders.cancel_open(request_id)
+        return [record.id for record, problem in results if problem is None]
+
+    async def carry_out_pending_kill(self) -> None:
+        """CONNECTED runs this before anything else (DESIGN.md §5)."""
+        scope = self.operator.kill_pending
+        if scope is None:
+            return
+        try:
+            canceled = await self.cancel_for_kill(scope, "kill-on-connect")
+        except BrokerError as exc:
+            logger.error("pending kill switch cancel failed: {}; it stays pending", exc)
+            return
+        self.operator.kill_carried_out()
+        logger.warning("pending kill switch carried out: {} order(s) canceled (scope {})",
+                       len(canceled), scope)  # fmt: skip
+        await self.store.journal("kill_switch", {"carried_out": True, "scope": scope,
+                                                 "canceled": canceled})  # fmt: skip
+
+    async def clear_kill(self) -> None:
+        self.operator.clear_kill()
+        logger.warning("kill switch cleared by the operator")
+        await self.store.journal("kill_switch", {"engaged": False})
+
+    # ------------------------------------------------------------------ journal and events
+
+    def journal_later(self, kind: str, data: dict[str, Any], request_id: str | None = None,
+                      ) -> None:  # fmt: skip
+        """From synchronous code (the machine's callbacks): written in order by run()."""
+        self._journal_in.send_nowait((kind, data, request_id))
+
+    async def publish_order_event(self, data: dict[str, Any]) -> None:
+        seq = await self.store.journal(
+            ORDER_EVENT, data, client_order_id=data["order"]["client_order_id"]
+        )
+        self.hub.publish(StreamEvent(seq, "order", data))
+
+    async def _write_journal(self) -> None:
+        async with self._journal_out:
+            async for kind, data, request_id in self._journal_out:
+                try:
+                    seq = await self.store.journal(kind, data, request_id=request_id)
+                except Exception as exc:  # the daemon keeps running; the log still has it
+                    logger.error("could not journal {}: {}", kind, exc)
+                    continue
+                if kind == "transition":
+                    self.hub.publish(StreamEvent(seq, "state", data))
+
+    async def snapshot(self) -> None:
+        folder = self.settings.GDRIVE_BASE_PATH
+        if folder is None:
+            return
+        try:
+            await self.store.snapshot(folder / SNAPSHOT_NAME)
+        except Exception as exc:
+            logger.error("audit snapshot to {} failed: {}", folder / SNAPSHOT_NAME, exc)
+
+    async def _snapshots(self) -> None:
+        while True:
+            await self.clock.sleep(self.settings.AUDIT_SNAPSHOT_INTERVAL)
+            await self.snapshot()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write_journal)
+            tg.start_soon(self.orders.run)
+            tg.start_soon(self._snapshots)
+
+    async def close(self) -> None:
+        """Shutdown: end the event streams, write a last snapshot, close the store."""
+        self.hub.close()
+        with anyio.CancelScope(shield=True):
+            await self.snapshot()
+            await self.store.close()
