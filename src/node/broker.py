@@ -403,7 +403,7 @@ class Broker:
             avg_fill_price=_decimal(status.avgFillPrice) if filled else None,
             error_code=error[0] if error else None,
             error_text=error[1] if error else None,
-            commission=commission if trade.fills else None,
+            commission=_decimal(commission) if trade.fills else None,
         )
 
     def _require(self) -> IB:
@@ -569,10 +569,10 @@ def _decimal(value: Any) -> Decimal | None:
         return None
     if math.isnan(number) or math.isinf(number) or number >= 1.7e308:
         return None
-    return Decimal(str(number))
+    return _quantity(number)
 
 
 def _quantity(value: float) -> Decimal:
-    """Shares as IB reports them (floats), without a spurious '.0'."""
+    """A number IB sent as a float, without a spurious '.0' (and never in exponent form)."""
     number = Decimal(str(value))
     return number.quantize(Decimal(1)) if number == number.to_integral_value() else number

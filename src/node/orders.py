@@ -304,8 +304,13 @@ class OrderService:
             cancel_requested=cid in self._cancel_requested, error_code=report.error_code,
             tif=record.time_in_force, previous=cast(OrderStatus, record.status),
         )  # fmt: skip
-        if is_terminal(record.status) and status != record.status and record.status != "canceled":
-            return  # a terminal state does not move (late echo of a status)
+        if is_terminal(record.status) and status != record.status:
+            # A terminal state does not move, with one exception: ib_async reports IB's
+            # refusal as Cancelled just before the error that explains it arrives.
+            correcting = (status == "rejected" and record.status in ("expired", "canceled")
+                          and not record.filled_qty)  # fmt: skip
+            if not correcting:
+                return
         changes: dict[str, Any] = {
             "broker_status": report.broker_status,
             "broker_order_id": report.broker_order_id,
