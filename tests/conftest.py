@@ -17,6 +17,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from node.sim import SimConfig, Simulator, send_command
+from support import free_port
 
 STARTUP_TIMEOUT = 30
 
@@ -124,14 +125,6 @@ def state_file(tmp_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------- the daemon
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

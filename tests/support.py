@@ -41,3 +41,23 @@ async def drive(clock: Any, predicate: Callable[[], Any], step: float = 1.0) -> 
         while not predicate():
             clock.advance(step)
             await anyio.sleep(0.02)
+
+
+def free_port() -> int:
+    """A free port below the ephemeral range (Linux: 32768-60999).
+
+    A port the OS hands out for port 0 comes from the same range as the local ports of
+    outgoing connections, so a server restarted later on it can find it taken.
+    """
+    import random
+    import socket
+
+    for _ in range(100):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")

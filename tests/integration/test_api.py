@@ -11,7 +11,6 @@ from starlette.routing import Route
 
 from node import ctl
 from node.api.access import ADMIN_PREFIX, ALLOW_LIST_ONLY, networks
-from node.api.app import create_app
 from node.api.keys import KeyRing
 from support import until
 
@@ -114,74 +113,73 @@ async def test_ctl_and_state_cli_functions(node_factory: Any) -> None:
 # ---------------------------------------------------------------------- access per route
 
 
-class StubNode:
-    state = "OFF"
-
-    def state_document(self) -> dict[str, Any]:
-        return {"state": "OFF", "reason": "stub", "since": None,
-                "gateway": {"market_data": None}, "heartbeat": {"latency_ms": None}}  # fmt: skip
-
-    def command(self, action: str, *, force: bool = False) -> str:
-        return "ok"
-
-
-def stub_app() -> Any:
-    allowed = networks(["192.168.1.50"])
-    return create_app(StubNode(), KeyRing(KEY, None), lambda: allowed)
-
-
-def every_route() -> list[tuple[str, str]]:
+def every_route(app: Any) -> list[tuple[str, str]]:
     """Every (method, path) the app serves: a new route cannot be forgotten here."""
     found = []
-    for route in stub_app().routes:
+    for route in app.routes:
         assert isinstance(route, Route)
-        path = route.path.replace("{action}", "start")
+        path = (route.path.replace("{action}", "start").replace("{id}", "01NOSUCHORDER")
+                .replace("{cid}", "nope"))  # fmt: skip
         for method in sorted(route.methods or ()):
             if method != "HEAD":
                 found.append((method, path))
     return found
 
 
-def asgi(peer: str) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=stub_app(), client=(peer, 51234))
+@pytest.fixture
+async def full_app(node_factory: Any) -> Any:
+    """The daemon's real app (every route), reached in process with any peer address."""
+    from node.runtime import build_app
+
+    node = await node_factory(at="2026-11-22T12:00:00-05:00")  # OFF: nothing is touched
+    await until(lambda: node.daemon.events_handled >= 1)
+    return build_app(node.daemon, KeyRing(KEY, None), tuple(networks(["192.168.1.50"])))
+
+
+def asgi(app: Any, peer: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(peer, 51234))
     return httpx.AsyncClient(transport=transport, base_url="http://node")
 
 
-@pytest.mark.parametrize(("method", "path"), every_route())
-async def test_unlisted_peer_is_refused_everywhere(method: str, path: str) -> None:
-    async with asgi("10.9.9.9") as http:
-        response = await http.request(method, path, headers={"X-API-Key": KEY})
-    assert response.status_code == 403
-    assert response.json()["type"] == "/problems/ip-not-allowed"
+SAFE = {("POST", "/v1/admin/start"), ("GET", "/v1/events")}  # would change or stream
 
 
-@pytest.mark.parametrize(("method", "path"), every_route())
-async def test_allowed_peer_needs_the_key_and_admin_needs_loopback(method: str, path: str) -> None:
-    async with asgi("192.168.1.50") as http:
-        without_key = await http.request(method, path)
-        with_key = await http.request(method, path, headers={"X-API-Key": KEY})
-    if path.startswith(ADMIN_PREFIX):
-        for response in (without_key, with_key):  # refused before the key is looked at
-            assert response.status_code == 403
-            assert response.json()["type"] == "/problems/loopback-only"
-    elif path in ALLOW_LIST_ONLY:
-        assert without_key.status_code in (200, 503)
-    else:
-        assert without_key.status_code == 401
-        assert with_key.status_code in (200, 503)
+async def test_every_route_refuses_unlisted_peers_and_missing_keys(full_app: Any) -> None:
+    routes = every_route(full_app)
+    assert ("POST", "/v1/orders") in routes
+    assert ("GET", "/metrics") in routes
+    async with asgi(full_app, "10.9.9.9") as outsider, asgi(full_app, "192.168.1.50") as pi:
+        for method, path in routes:
+            refused = await outsider.request(method, path, headers={"X-API-Key": KEY})
+            assert refused.status_code == 403, (method, path)
+            assert refused.json()["type"] == "/problems/ip-not-allowed"
+            without_key = await pi.request(method, path)
+            if path.startswith(ADMIN_PREFIX):
+                assert without_key.status_code == 403, (method, path)
+                assert without_key.json()["type"] == "/problems/loopback-only"
+                with_key = await pi.request(method, path, headers={"X-API-Key": KEY})
+                assert with_key.json()["type"] == "/problems/loopback-only"
+            elif path in ALLOW_LIST_ONLY:
+                assert without_key.status_code in (200, 503), (method, path)
+            else:
+                assert without_key.status_code == 401, (method, path)
+                assert without_key.json()["type"] == "/problems/unauthorized"
+                if (method, path) not in SAFE:
+                    with_key = await pi.request(method, path, headers={"X-API-Key": KEY})
+                    assert with_key.status_code not in (401, 403, 500), (method, path)
 
 
 @pytest.mark.parametrize("peer", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
-async def test_loopback_peers_may_use_admin_with_the_key(peer: str) -> None:
-    async with asgi(peer) as http:
-        refused = await http.post("/v1/admin/start")
-        accepted = await http.post("/v1/admin/start", headers={"Authorization": f"Bearer {KEY}"})
+async def test_loopback_peers_may_use_admin_with_the_key(full_app: Any, peer: str) -> None:
+    async with asgi(full_app, peer) as http:
+        refused = await http.post("/v1/admin/release")
+        accepted = await http.post("/v1/admin/release", headers={"Authorization": f"Bearer {KEY}"})
     assert refused.status_code == 401
     assert accepted.status_code == 202
 
 
-async def test_forwarded_for_is_ignored() -> None:
-    async with asgi("10.9.9.9") as http:
+async def test_forwarded_for_is_ignored(full_app: Any) -> None:
+    async with asgi(full_app, "10.9.9.9") as http:
         response = await http.get("/livez", headers={"X-Forwarded-For": "127.0.0.1"})
     assert response.status_code == 403
 

@@ -118,7 +118,10 @@ def status(sim: Simulator) -> dict[str, Any]:
 async def serve_control(
     sim: Simulator, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    listener = await anyio.create_tcp_listener(local_host=CONTROL_HOST, local_port=port)
+    try:
+        listener = await anyio.create_tcp_listener(local_host=CONTROL_HOST, local_port=port)
+    except OSError as exc:
+        raise OSError(exc.errno, f"control channel {CONTROL_HOST}:{port}: {exc.strerror}") from exc
     async with listener:
         bound = int(listener.extra(SocketAttribute.local_port))
         sim.control_port = bound
