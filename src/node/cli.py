@@ -189,7 +189,15 @@ def _run_daemon(args: argparse.Namespace, settings: Settings) -> int:
         print(banner(settings, running.demo_key, args.demo), flush=True)
 
     try:
-        anyio.run(lambda: run_node(settings, demo=args.demo, on_ready=ready))
+        env_file = args.env_file or Path(".env")
+        anyio.run(
+            lambda: run_node(
+                settings,
+                demo=args.demo,
+                on_ready=ready,
+                env_file=env_file if env_file.is_file() else None,
+            )
+        )
     except StartupError as exc:
         print(f"ibkr-node run: {exc}", file=sys.stderr)
         return 2

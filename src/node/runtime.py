@@ -12,7 +12,7 @@ import anyio
 from loguru import logger
 from starlette.routing import Route
 
-from node.api.access import networks
+from node.api.access import AllowList
 from node.api.app import create_app
 from node.api.events import events_route, journal_replay
 from node.api.keys import KeyRing
@@ -128,12 +128,12 @@ def api_keys(settings: Settings, *, demo: bool) -> tuple[KeyRing, str | None]:
     return KeyRing(key, None), key
 
 
-def build_app(daemon: Daemon, keys: KeyRing, allowed: tuple[Any, ...]) -> Any:
+def build_app(daemon: Daemon, keys: KeyRing, allowed: Callable[[], tuple[Any, ...]]) -> Any:
     from node.api.openapi import openapi_document
 
     events = events_route(daemon.trading.hub, journal_replay(daemon.store.journal_since))
     return create_app(
-        daemon, keys, lambda: allowed,
+        daemon, keys, allowed,
         extra_routes=[*trading_routes(daemon), Route("/v1/events", events)],
         metrics=daemon.metrics, openapi=openapi_document,
     )  # fmt: skip
@@ -156,6 +156,7 @@ async def run_node(
     on_ready: Callable[[Running], None] = lambda running: None,
     notifiers: list[Notifier] | None = None,
     handle_signals: bool = True,
+    env_file: Path | None = None,
 ) -> None:
     """Serve until shutdown. Raises StartupError for what the operator must fix first.
 
@@ -198,7 +199,7 @@ async def run_node(
         try:
             daemon = Daemon(settings, clock, launcher, window, notifiers, store=store,
                             armed_by_demo=demo)  # fmt: skip
-            app = build_app(daemon, keys, networks(settings.allowed_ips))
+            app = build_app(daemon, keys, AllowList(settings.allowed_ips, env_file))
             await _serve(daemon, app, config, sockets, binds, demo_key, settings, on_ready,
                          handle_signals)  # fmt: skip
         finally:

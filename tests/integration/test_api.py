@@ -10,7 +10,7 @@ import pytest
 from starlette.routing import Route
 
 from node import ctl
-from node.api.access import ADMIN_PREFIX, ALLOW_LIST_ONLY, networks
+from node.api.access import ADMIN_PREFIX, ALLOW_LIST_ONLY, AllowList, networks
 from node.api.keys import KeyRing
 from support import until
 
@@ -133,7 +133,8 @@ async def full_app(node_factory: Any) -> Any:
 
     node = await node_factory(at="2026-11-22T12:00:00-05:00")  # OFF: nothing is touched
     await until(lambda: node.daemon.events_handled >= 1)
-    return build_app(node.daemon, KeyRing(KEY, None), tuple(networks(["192.168.1.50"])))
+    allowed = networks(["192.168.1.50"])
+    return build_app(node.daemon, KeyRing(KEY, None), lambda: allowed)
 
 
 def asgi(app: Any, peer: str) -> httpx.AsyncClient:
@@ -217,3 +218,18 @@ async def test_every_admin_action_over_http(node_factory: Any, sim_factory: Any)
         down = await http.post("/v1/admin/shutdown", headers=headers)
         assert down.status_code == 202
         await node.done.wait()
+
+
+async def test_allow_list_follows_the_env_file(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("PI_IP", raising=False)
+    monkeypatch.delenv("ALLOWED_IPS", raising=False)
+    env = tmp_path / ".env"
+    env.write_text("PI_IP=192.168.1.50\n", encoding="utf-8")
+    allow = AllowList(["192.168.1.50"], env)
+    assert [str(n) for n in allow()] == ["192.168.1.50/32"]
+    env.write_text("PI_IP=192.168.1.51\nALLOWED_IPS=10.0.0.0/24\n", encoding="utf-8")
+    allow._checked = 0.0  # skip the once-a-second throttle instead of waiting for it
+    assert [str(n) for n in allow()] == ["192.168.1.51/32", "10.0.0.0/24"]
+    env.write_text("PI_IP=not-an-address\n", encoding="utf-8")
+    allow._checked = 0.0
+    assert [str(n) for n in allow()] == ["192.168.1.51/32", "10.0.0.0/24"]  # kept

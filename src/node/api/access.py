@@ -8,9 +8,13 @@ looked at; everything but /livez, /readyz and /metrics needs a key.
 from __future__ import annotations
 
 import ipaddress
+import os
+import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
+from dotenv import dotenv_values
 from loguru import logger
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +42,46 @@ def peer_address(scope: Scope) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 
 def networks(addresses: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(a, strict=False) for a in addresses)
+
+
+class AllowList:
+    """PI_IP and ALLOWED_IPS, re-read when the env file changes (at most once a second), so
+    a new allowed address needs no restart. The environment still wins over the file."""
+
+    def __init__(self, addresses: Iterable[str], env_file: Path | None = None) -> None:
+        self._networks = networks(addresses)
+        self._env_file = env_file
+        self._stamp = self._file_stamp()
+        self._checked = time.monotonic()
+
+    def _file_stamp(self) -> tuple[float, int] | None:
+        try:
+            stat = self._env_file.stat() if self._env_file else None
+        except OSError:
+            return None
+        return (stat.st_mtime, stat.st_size) if stat else None
+
+    def __call__(self) -> tuple[Network, ...]:
+        if self._env_file is not None and time.monotonic() - self._checked >= 1.0:
+            self._checked = time.monotonic()
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._reload()
+        return self._networks
+
+    def _reload(self) -> None:
+        assert self._env_file is not None
+        values = {**dotenv_values(self._env_file), **os.environ}
+        addresses = [values.get("PI_IP") or "", *(values.get("ALLOWED_IPS") or "").split(",")]
+        try:
+            self._networks = networks(a.strip() for a in addresses if a and a.strip())
+        except ValueError as exc:
+            logger.error("{} changed but its allow-list is invalid ({}); keeping the previous "
+                         "one", self._env_file, exc)  # fmt: skip
+            return
+        logger.info("{} changed: allow-list is now {}", self._env_file,
+                    ", ".join(str(n) for n in self._networks) or "loopback only")  # fmt: skip
 
 
 def presented_key(headers: Headers) -> str | None:
