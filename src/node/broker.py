@@ -189,6 +189,8 @@ class Broker:
         self._watch = _Watch()
         self._poke = anyio.Event()
         self.on_order_report: Callable[[OrderReport], None] = lambda report: None
+        # Every IB error or notice, for the audit journal: (code, message, request id).
+        self.on_ib_error: Callable[[int, str, int], None] = lambda code, message, req_id: None
         self._con_ids: dict[str, int] = {}
         self._order_errors: dict[int, tuple[int, str]] = {}  # IB order id -> last error
 
@@ -499,6 +501,7 @@ class Broker:
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
         kind = classify(code)
+        self.on_ib_error(code, message, req_id)
         if req_id > 0 and self._ib is not None:
             trade = next((t for t in self._ib.trades() if t.order.orderId == req_id), None)
             if trade is not None and code != 202:  # 202 is the echo of a cancel

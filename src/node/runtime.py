@@ -136,6 +136,8 @@ def build_app(daemon: Daemon, keys: KeyRing, allowed: Callable[[], tuple[Any, ..
         daemon, keys, allowed,
         extra_routes=[*trading_routes(daemon), Route("/v1/events", events)],
         metrics=daemon.metrics, openapi=openapi_document,
+        on_refusal=lambda slug, detail, request_id: daemon.trading.journal_later(
+            "auth_failure", {"problem": slug, "detail": detail}, request_id),
     )  # fmt: skip
 
 

@@ -55,6 +55,9 @@ class Trading:
         self._journal_in, self._journal_out = anyio.create_memory_object_stream[
             tuple[str, dict[str, Any], str | None]
         ](math.inf)
+        broker.on_ib_error = lambda code, message, req_id: self.journal_later(
+            "ib_error", {"code": code, "message": message, "id": req_id}
+        )
         self.orders = OrderService(
             store, broker, clock, self.gate_context, self.publish_order_event,
             ack_timeout=settings.ORDER_ACK_TIMEOUT, trading_mode=settings.TRADING_MODE,

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from support import until
+from support import drive, until
 
 pytestmark = pytest.mark.anyio
 
@@ -386,3 +386,40 @@ async def test_bad_queries_and_ids(trading: Any) -> None:
         for path in ("/v1/orders/nope", "/v1/orders/by-client-id/nope"):
             assert (await http.get(path)).status_code == 404
         assert (await http.post("/v1/kill?scope=galaxy")).status_code == 422
+
+
+async def test_journal_holds_ib_errors_auth_failures_and_config(trading: Any) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{trading.api_port}") as http:
+        assert (await http.get("/v1/state")).status_code == 401
+    store = trading.daemon.store
+    with anyio.fail_after(20):
+        while not await store.journal_since(0, kinds=["auth_failure"]):  # noqa: ASYNC110
+            await anyio.sleep(0.01)  # written by the journal task, which has no event to await
+    errors = await store.journal_since(0, kinds=["ib_error"])
+    assert {row.data["code"] for row in errors} >= {2104, 2106, 2158}  # farm notices
+    [config] = await store.journal_since(0, kinds=["startup_config"])
+    assert config.data["API_KEY"] == "***"
+    # ib_async keeps every outgoing IB message under 45 per second.
+    assert trading.daemon.broker._ib.client.MaxRequests == 45
+    assert trading.daemon.broker._ib.client.RequestsInterval == 1
+
+
+async def test_window_close_cancels_open_orders_when_asked(
+    node_factory: Any, tmp_path: Path
+) -> None:
+    arm = tmp_path / "arm.txt"
+    arm.write_text("armed\n")
+    node = await node_factory(
+        at="2026-11-23T19:59:00-05:00",
+        ORDERS_ENABLED=True,
+        ARM_ORDERS_FILE=arm,
+        WINDOW_CLOSE_ORDERS="cancel_all",
+    )
+    await until(lambda: node.state == "SERVING")
+    async with client(node) as http:
+        assert (await http.post("/v1/orders", json=limit("w-1", "50"))).status_code == 201
+        await drive(node.clock, lambda: node.state == "OFF", step=10)
+        record = await node.daemon.store.get_order("w-1")
+        assert record is not None
+        assert record.status in ("pending_cancel", "canceled")
+    assert [o["status"] for o in ib_orders(node)] == ["Cancelled"]

@@ -94,11 +94,16 @@ def presented_key(headers: Headers) -> str | None:
 
 class AccessMiddleware:
     def __init__(
-        self, app: ASGIApp, keys: KeyRing, allowed: Callable[[], tuple[Network, ...]]
+        self,
+        app: ASGIApp,
+        keys: KeyRing,
+        allowed: Callable[[], tuple[Network, ...]],
+        on_refusal: Callable[[str, str, str], None] = lambda slug, detail, request_id: None,
     ) -> None:
         self.app = app
         self.keys = keys
         self.allowed = allowed
+        self.on_refusal = on_refusal  # (slug, detail, request id): the audit journal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,11 +131,13 @@ class AccessMiddleware:
         if not loopback and not (peer is not None and any(peer in n for n in self.allowed())):
             logger.warning("request {} {} from {} refused: address not allowed",
                            request_id, path, peer)  # fmt: skip
+            self.on_refusal("ip-not-allowed", f"{scope['method']} {path} from {peer}", request_id)
             return problem("ip-not-allowed", 403, f"{peer} is not in the allow-list "
                            "(PI_IP, ALLOWED_IPS)", request_id)  # fmt: skip
         if path.startswith(ADMIN_PREFIX) and not loopback:
             logger.warning("request {} {} from {} refused: admin is loopback-only",
                            request_id, path, peer)  # fmt: skip
+            self.on_refusal("loopback-only", f"{scope['method']} {path} from {peer}", request_id)
             return problem("loopback-only", 403, "admin actions are taken on the laptop itself "
                            "with `ibkr-node ctl`", request_id)  # fmt: skip
         if path in ALLOW_LIST_ONLY:
@@ -138,6 +145,7 @@ class AccessMiddleware:
         if not self.keys.accepts(presented_key(Headers(scope=scope))):
             logger.warning("request {} {} from {} refused: missing or wrong API key",
                            request_id, path, peer)  # fmt: skip
+            self.on_refusal("unauthorized", f"{scope['method']} {path} from {peer}", request_id)
             return problem("unauthorized", 401, "send the API key as `Authorization: Bearer "
                            "<key>` or `X-API-Key: <key>`", request_id,
                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip

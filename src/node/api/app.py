@@ -47,6 +47,7 @@ def create_app(
     extra_routes: Sequence[Route] = (),
     metrics: NodeMetrics | None = None,
     openapi: Callable[[list[Route]], dict[str, Any]] | None = None,
+    on_refusal: Callable[[str, str, str], None] = lambda slug, detail, request_id: None,
 ) -> Starlette:
     async def livez(request: Request) -> Response:
         return JSONResponse({"status": "alive", "state": node.state})
@@ -129,7 +130,7 @@ def create_app(
             return JSONResponse(document)
 
         routes.append(Route("/openapi.json", openapi_json))
-    middleware = [Middleware(AccessMiddleware, keys=keys, allowed=allowed)]
+    middleware = [Middleware(AccessMiddleware, keys=keys, allowed=allowed, on_refusal=on_refusal)]
     if metrics is not None:
         # Outermost, so refused requests are counted too.
         middleware.insert(0, Middleware(HttpMetricsMiddleware, metrics=metrics, routes=routes))
