@@ -196,6 +196,11 @@ async def node_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                 "API_PORT": free_port(),
                 "API_KEY": "test-key",
                 "CONNECT_ATTEMPT_TIMEOUT": 5,
+                # Tests move the ManualClock in steps while real sockets work; deadlines
+                # that no test is about are long, so a slow machine never trips them.
+                "GATEWAY_START_TIMEOUT": 3600,
+                "RECONCILE_TIMEOUT": 3600,
+                "HEARTBEAT_TIMEOUT": 30,
                 **overrides,
             }
             settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]

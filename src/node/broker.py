@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from ib_async import (
@@ -132,6 +132,8 @@ class PositionReport:
 
 DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed_frozen"}
 QUOTE_TIMEOUT = 11.0  # real TWS ends a snapshot within about 11 s
+CONTRACT_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -273,7 +275,10 @@ class Broker:
         if symbol in self._con_ids:
             return self._con_ids[symbol]
         ib = self._require()
-        details = await ib.reqContractDetailsAsync(Stock(symbol, "SMART", "USD"))
+        details = await self._within(
+            CONTRACT_TIMEOUT, ib.reqContractDetailsAsync(Stock(symbol, "SMART", "USD")),
+            f"contract details for {symbol}",
+        )  # fmt: skip
         if len(details) != 1 or details[0].contract is None:
             return None
         self._con_ids[symbol] = details[0].contract.conId
@@ -333,26 +338,17 @@ class Broker:
             contracts.append(contract)
         if unknown:
             raise UnknownSymbol(unknown)
-        tickers: list[Any] = []
-        async with anyio.create_task_group() as tg:
-
-            async def deadline() -> None:
-                await self._clock.sleep(QUOTE_TIMEOUT)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(deadline)
-            tickers = await ib.reqTickersAsync(*contracts)
-            tg.cancel_scope.cancel()
+        tickers = await self._within(QUOTE_TIMEOUT, ib.reqTickersAsync(*contracts), "quotes")
         if len(tickers) != len(contracts):
-            raise BrokerError(f"no quote from IB within {QUOTE_TIMEOUT:g} s")
+            raise BrokerError("IB answered only part of the quote request")
         return [
             QuoteReport(
-                symbol=t.contract.symbol, bid=_decimal(t.bid), ask=_decimal(t.ask),
+                symbol=contract.symbol, bid=_decimal(t.bid), ask=_decimal(t.ask),
                 last=_decimal(t.last), bid_size=_decimal(t.bidSize),
                 ask_size=_decimal(t.askSize), volume=_decimal(t.volume),
                 data_type=DATA_TYPES.get(t.marketDataType, "live"),
             )
-            for t in tickers
+            for contract, t in zip(contracts, tickers, strict=True)
         ]  # fmt: skip
 
     async def quote(self, symbol: str) -> QuoteReport:
@@ -376,6 +372,29 @@ class Broker:
             for item in ib.portfolio()
             if item.position
         ]  # fmt: skip
+
+    async def _within(self, seconds: float, request: Awaitable[T], what: str) -> T:
+        """An ib_async request bounded by a Clock deadline (most have no timeout of their own);
+        a socket that dies meanwhile is a BrokerError like any other failure."""
+        result: list[T] = []
+        failure: list[BaseException] = []
+        async with anyio.create_task_group() as tg:
+
+            async def deadline() -> None:
+                await self._clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(deadline)
+            try:
+                result.append(await request)
+            except (ConnectionError, OSError) as exc:
+                failure.append(exc)  # raised outside the group, which would wrap it
+            tg.cancel_scope.cancel()
+        if failure:
+            raise BrokerError(f"the gateway connection failed during {what}: {failure[0]}")
+        if not result:
+            raise BrokerError(f"no answer from IB for {what} within {seconds:g} s")
+        return result[0]
 
     def _on_trade(self, trade: Trade) -> None:
         report = self._report(trade)

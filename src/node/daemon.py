@@ -297,6 +297,10 @@ class Daemon:
     async def kill(self, scope: str, request_id: str) -> dict[str, Any]:
         return await self.trading.kill(scope, request_id)
 
+    @property
+    def trading_mode(self) -> str:
+        return self.settings.TRADING_MODE
+
     def reads_as_of(self) -> datetime | None:
         return self.broker.heartbeat.last_ok
 

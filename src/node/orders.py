@@ -48,6 +48,26 @@ class OrderProblem(Exception):
         self.retry_after = retry_after
         self.extra = extra
 
+    def body(self, request_id: str) -> dict[str, Any]:
+        """As an RFC 9457 object, for per-order results (cancel all, kill)."""
+        return {
+            "type": f"/problems/{self.slug}",
+            "title": self.slug.replace("-", " ").capitalize(),
+            "status": self.status,
+            "detail": self.detail,
+            "request_id": request_id,
+        }
+
+
+def cancel_results(
+    results: list[tuple[OrderRecord, OrderProblem | None]], request_id: str
+) -> list[dict[str, Any]]:
+    return [
+        {"id": record.id, "client_order_id": record.client_order_id, "status": record.status,
+         "problem": None if problem is None else problem.body(request_id)}
+        for record, problem in results
+    ]  # fmt: skip
+
 
 @dataclass
 class Placed:

@@ -18,7 +18,7 @@ from node.broker import Broker, BrokerError
 from node.clock import Clock
 from node.config import Settings
 from node.latches import OperatorState
-from node.orders import OrderService
+from node.orders import OrderService, cancel_results
 from node.safety import GateContext, blocked_by
 
 ORDER_EVENT = "order_event"
@@ -139,17 +139,16 @@ class Trading:
         await self.store.journal("kill_switch", {"engaged": True, "scope": scope,
                                                  "pending": not connected},
                                  request_id=request_id)  # fmt: skip
-        canceled: list[str] = []
+        canceled: list[dict[str, Any]] = []
         if connected:
             canceled = await self.cancel_for_kill(scope, request_id)
         return {"kill_switch": True, "scope": scope, "canceled": canceled,
                 "pending": not connected}  # fmt: skip
 
-    async def cancel_for_kill(self, scope: str, request_id: str) -> list[str]:
+    async def cancel_for_kill(self, scope: str, request_id: str) -> list[dict[str, Any]]:
         if scope == "account":
             self.broker.global_cancel()
-        results = await self.orders.cancel_open(request_id)
-        return [record.id for record, problem in results if problem is None]
+        return cancel_results(await self.orders.cancel_open(request_id), request_id)
 
     async def carry_out_pending_kill(self) -> None:
         """CONNECTED runs this before anything else (DESIGN.md §5)."""

@@ -4,7 +4,7 @@ with a ManualClock for every deadline the machine acts on."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,7 @@ async def test_handshake_never_completes_backs_off_after_the_deadline(
         GATEWAY_LAUNCHER="external",
         PAPER_GATEWAY_PORT=stalled_sim.port,
         CONNECT_ATTEMPT_TIMEOUT=0.5,
+        GATEWAY_START_TIMEOUT=120,
     )
     await until(lambda: node.state == "STARTING_GATEWAY")
     await drive(node.clock, lambda: node.state == "BACKOFF", step=5)
@@ -215,9 +216,11 @@ async def test_budget_spent_stays_in_backoff_notifies_once_and_resumes(
     sim.faults.drop_all()
     await drive(node.clock, lambda: "budget_exhausted" in node.notifier.kinds(), step=1)
     assert node.state == "BACKOFF"
-    doc = node.daemon.state_document()
-    assert doc["restarts"]["next_retry_at"] is not None
-    await drive(node.clock, lambda: node.state == "SERVING", step=60)
+    retry_at = node.daemon.state_document()["restarts"]["next_retry_at"]
+    assert retry_at is not None
+    await node.clock.wait_for_sleepers()
+    node.clock.set(datetime.fromisoformat(retry_at.replace("Z", "+00:00")))  # the slot frees
+    await serving(node)
     assert node.notifier.kinds().count("budget_exhausted") == 1
 
 

@@ -47,9 +47,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/readyz"): ("Ready to trade: 200 only in SERVING", "allow-list", None,
                          {200: ("serving", Probe), 503: ("not serving", None)}),
     ("GET", "/health"): ("Health (the Pi's check)", "key", None,
-                         {200: ("pass or warn", HealthDocument), 503: ("fail", None)}),
+                         {200: ("pass or warn", HealthDocument),
+                          503: ("fail", HealthDocument)}),
     ("GET", "/v1/health"): ("Health", "key", None,
-                            {200: ("pass or warn", HealthDocument), 503: ("fail", None)}),
+                            {200: ("pass or warn", HealthDocument),
+                             503: ("fail", HealthDocument)}),
     ("GET", "/v1/state"): ("The state document", "key", None,
                            {200: ("the state", s.StateDocument)}),
     ("POST", "/v1/admin/{action}"): ("An operator command (loopback peers only)", "admin", None,
@@ -71,6 +73,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                 503: ("gateway not connected", None)}),
     ("POST", "/v1/orders/preview"): ("IB what-if and a dry run of the gates", "key",
                                      s.OrderRequest, {200: ("the preview", s.Preview),
+                                                      400: ("malformed", None),
+                                                      413: ("body too large", None),
+                                                      415: ("not JSON", None),
                                                       422: ("invalid", None),
                                                       503: ("not serving", None)}),
     ("GET", "/v1/orders/by-client-id/{cid}"): ("An order by its client_order_id", "key", None,
@@ -83,7 +88,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                      409: ("already finished", None),
                                      503: ("gateway not connected", None)}),
     ("POST", "/v1/kill"): ("Latch the kill switch and cancel open orders (?scope=account)",
-                           "key", None, {202: ("latched", s.KillResult)}),
+                           "key", None, {202: ("latched", s.KillResult),
+                                         422: ("unknown scope", None)}),
     ("GET", "/v1/account"): ("Account values", "key", None,
                              {200: ("the account", s.Account), 503: ("not serving", None)}),
     ("GET", "/v1/positions"): ("Positions", "key", None,
@@ -98,6 +104,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }  # fmt: skip
 
 
+def _query(name: str, description: str, required: bool = False, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": {"type": "string", **schema}}  # fmt: skip
+
+
+QUERY: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("GET", "/v1/orders"): [
+        _query("status", "open (default), closed or all", enum=["open", "closed", "all"]),
+        _query("symbols", "comma-separated symbols"),
+        _query("after", "RFC 3339 time, exclusive", format="date-time"),
+        _query("until", "RFC 3339 time, exclusive", format="date-time"),
+        _query("limit", "1 to 500 (default 50)", pattern="^[0-9]+$"),
+    ],
+    ("GET", "/v1/quotes"): [_query("symbols", "comma-separated symbols (at most 20)", True)],
+    ("POST", "/v1/kill"): [_query("scope", "node (default) or account",
+                                  enum=["node", "account"])],
+    ("POST", "/v1/admin/{action}"): [_query("force", "with start: hold the window open")],
+}  # fmt: skip
+
+
 def openapi_document(routes: list[Route]) -> dict[str, Any]:
     models: set[type[BaseModel]] = {s.Problem}
     for _, _, request, responses in OPERATIONS.values():
@@ -105,10 +131,13 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
             models.add(request)
         models.update(model for _, model in responses.values() if model is not None)
     ordered = sorted(models, key=lambda m: m.__name__)
-    _, schema = models_json_schema(
+    refs, schema = models_json_schema(
         [(m, "validation" if m is s.OrderRequest else "serialization") for m in ordered],
         ref_template=REF,
     )
+    # pydantic names a model used both ways "X-Input"/"X-Output": take its own references.
+    names = {model: refs[(model, "validation" if model is s.OrderRequest else "serialization")]
+             for model in ordered}  # fmt: skip
     paths: dict[str, dict[str, Any]] = {}
     served = {(method, route.path) for route in routes for method in (route.methods or ())
               if method != "HEAD"}  # fmt: skip
@@ -117,7 +146,7 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
     if missing:
         raise RuntimeError(f"routes without an OpenAPI entry: {sorted(missing)}")
     for method, path in sorted(served):
-        paths.setdefault(path, {})[method.lower()] = _operation(method, path)
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, names)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ibkr-node", "version": "1",
@@ -133,7 +162,7 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _operation(method: str, path: str) -> dict[str, Any]:
+def _operation(method: str, path: str, names: dict[type[BaseModel], Any]) -> dict[str, Any]:
     summary, access, request, responses = OPERATIONS[(method, path)]
     slug = path.strip("/")
     for old, new in (("/", "_"), ("{", ""), ("}", ""), (".", "_"), ("-", "_")):
@@ -149,20 +178,21 @@ def _operation(method: str, path: str) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in ("action", "cid", "id") if "{" + name + "}" in path
     ]  # fmt: skip
+    parameters += QUERY.get((method, path), [])
     if parameters:
         operation["parameters"] = parameters
     if request is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": REF.format(model=request.__name__)}}
-            },
+            "content": {"application/json": {"schema": dict(names[request])}},
         }
     for status, (description, model) in responses.items():
-        if model is not None:
-            content = {"application/json": {"schema": _ref(model.__name__)}}
+        if model is HealthDocument:
+            content = {"application/health+json": {"schema": dict(names[model])}}
+        elif model is not None:
+            content = {"application/json": {"schema": dict(names[model])}}
         elif status >= 400:
-            content = {PROBLEM: {"schema": {"$ref": REF.format(model="Problem")}}}
+            content = {PROBLEM: {"schema": dict(names[s.Problem])}}
         else:
             content = {}
         operation["responses"][str(status)] = {
@@ -172,10 +202,6 @@ def _operation(method: str, path: str) -> dict[str, Any]:
     if access != "allow-list":
         operation["responses"].setdefault("401", {
             "description": "missing or wrong API key",
-            "content": {PROBLEM: {"schema": {"$ref": REF.format(model="Problem")}}},
+            "content": {PROBLEM: {"schema": dict(names[s.Problem])}},
         })  # fmt: skip
     return operation
-
-
-def _ref(model: str) -> dict[str, str]:
-    return {"$ref": REF.format(model=model)}

@@ -302,6 +302,7 @@ class Account(BaseModel):
     updated_at: UtcTime
     # DEGRADED serves reads from the cache: say so rather than pass old numbers off as current.
     stale: bool = False
+    as_of: UtcTime | None = Field(default=None, description="when stale: IB's last word")
 
 
 class Position(BaseModel):
@@ -323,6 +324,7 @@ class PositionList(BaseModel):
     items: list[Position]
     next: str | None = None
     stale: bool = False
+    as_of: UtcTime | None = Field(default=None, description="when stale: IB's last word")
 
 
 class Quote(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from node.api.schemas import OrderRequest, validation_errors
 from node.audit import AuditStore, OrderRecord
 from node.broker import Broker, BrokerError, UnknownSymbol
 from node.order_status import OPEN, TERMINAL
-from node.orders import OrderProblem, OrderService
+from node.orders import OrderProblem, OrderService, cancel_results
 
 MAX_BODY = 64 * 1024
 MAX_QUOTE_SYMBOLS = 20
@@ -49,6 +49,9 @@ class TradingNode(Protocol):
     async def kill(self, scope: str, request_id: str) -> dict[str, Any]: ...
 
     def reads_as_of(self) -> datetime | None: ...
+
+    @property
+    def trading_mode(self) -> str: ...
 
 
 def request_id(request: Request) -> str:
@@ -206,14 +209,7 @@ def trading_routes(node: TradingNode) -> list[Route]:
         if not node.broker.connected:
             raise OrderProblem("gateway-unavailable", 503, "the gateway is not connected", 5.0)
         results = await node.orders.cancel_open(request_id(request))
-        items = [
-            {"id": record.id, "client_order_id": record.client_order_id,
-             "status": record.status,
-             "problem": None if issue is None else {"type": f"/problems/{issue.slug}",
-                                                     "status": issue.status,
-                                                     "detail": issue.detail}}
-            for record, issue in results
-        ]  # fmt: skip
+        items = cancel_results(results, request_id(request))
         return JSONResponse({"items": items}, status_code=207)
 
     async def kill(request: Request) -> Response:
@@ -227,7 +223,8 @@ def trading_routes(node: TradingNode) -> list[Route]:
         require_connected(reads=True)
         values = node.broker.account_values()
         return JSONResponse({
-            "account_id": values.get("AccountCode"),
+            "account_id": values.get("AccountCode") or "",
+            "trading_mode": node.trading_mode,
             "currency": "USD",
             "equity": values.get("NetLiquidation"),
             "cash": values.get("TotalCashValue"),
@@ -236,6 +233,7 @@ def trading_routes(node: TradingNode) -> list[Route]:
             "excess_liquidity": values.get("ExcessLiquidity"),
             "initial_margin": values.get("InitMarginReq"),
             "maintenance_margin": values.get("MaintMarginReq"),
+            "updated_at": _now(),
             **_staleness(node),
         })  # fmt: skip
 
@@ -246,7 +244,7 @@ def trading_routes(node: TradingNode) -> list[Route]:
              "qty": _text(p.qty), "side": "long" if p.qty > 0 else "short",
              "avg_entry_price": _text(p.avg_cost), "market_price": _text(p.market_price),
              "market_value": _text(p.market_value), "unrealized_pl": _text(p.unrealized_pl),
-             "realized_pl": _text(p.realized_pl)}
+             "realized_pl": _text(p.realized_pl), "updated_at": _now()}
             for p in node.broker.positions()
         ]  # fmt: skip
         return JSONResponse({"items": items, **_staleness(node)})
@@ -275,7 +273,7 @@ def trading_routes(node: TradingNode) -> list[Route]:
             {"symbol": q.symbol, "bid": _text(q.bid), "ask": _text(q.ask), "last": _text(q.last),
              "bid_size": _text(q.bid_size), "ask_size": _text(q.ask_size),
              "volume": _text(q.volume), "data_type": q.data_type, "market_data": market_data,
-             "stale": False}
+             "timestamp": None, "stale": False, "as_of": _now()}
             for q in reports
         ]  # fmt: skip
         return JSONResponse({"items": items})
@@ -293,6 +291,10 @@ def trading_routes(node: TradingNode) -> list[Route]:
         Route("/v1/positions", handler(positions), methods=["GET"]),
         Route("/v1/quotes", handler(quotes), methods=["GET"]),
     ]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(value: Decimal | None) -> str | None:
