@@ -284,11 +284,17 @@ class Broker:
         self._con_ids[symbol] = details[0].contract.conId
         return self._con_ids[symbol]
 
-    def place_order(self, spec: OrderSpec) -> int:
-        """Send the order (ib_async throttles all requests to 45/s); returns IB's order id."""
+    def reserve_order_id(self) -> int:
+        """The IB order id the next order will carry, known before it is sent (the intent
+        row records it, so a crash right after sending still finds the order)."""
+        return int(self._require().client.getReqId())
+
+    def place_order(self, spec: OrderSpec, order_id: int) -> None:
+        """Send the order under a reserved id (ib_async throttles requests to 45/s)."""
         ib = self._require()
-        trade = ib.placeOrder(_contract(spec), _ib_order(spec))
-        return int(trade.order.orderId)
+        order = _ib_order(spec)
+        order.orderId = order_id
+        ib.placeOrder(_contract(spec), order)
 
     async def what_if(self, spec: OrderSpec) -> WhatIfReport:
         ib = self._require()

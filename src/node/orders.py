@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -78,6 +78,7 @@ class Placed:
 @dataclass
 class _Waiter:
     event: anyio.Event = field(default_factory=anyio.Event)
+    record: OrderRecord | None = None
 
 
 def request_hash(request: OrderRequest) -> str:
@@ -99,7 +100,7 @@ class OrderService:
         broker: Broker,
         clock: Clock,
         gate_context: Callable[[], Awaitable[GateContext]],
-        publish: Callable[[dict[str, Any]], Awaitable[None]],
+        publish: Callable[[dict[str, Any]], None],
         *,
         ack_timeout: float,
         trading_mode: str,
@@ -164,9 +165,17 @@ class OrderService:
         if con_id is None:
             raise OrderProblem("unknown-symbol", 422, f"IB knows no US stock {request.symbol!r}")
         now = self.clock.now()
-        record = OrderRecord.new(
-            request, request_hash=digest, request_id=request_id, con_id=con_id,
-            account_id=ctx.account or "", trading_mode=self.trading_mode, at=now,
+        try:
+            broker_id = self.broker.reserve_order_id()
+        except BrokerError as exc:
+            raise OrderProblem("gateway-unavailable", 503, str(exc), 5.0) from None
+        record = replace(
+            OrderRecord.new(
+                request, request_hash=digest, request_id=request_id, con_id=con_id,
+                account_id=ctx.account or "", trading_mode=self.trading_mode, at=now,
+            ),
+            broker_order_id=broker_id,
+            submitted_at=now,
         )  # fmt: skip
         try:
             await self.store.insert_order(record)  # the intent, before anything is sent
@@ -187,7 +196,7 @@ class OrderService:
             extended_hours=request.extended_hours, account=ctx.account or "",
         )  # fmt: skip
         try:
-            broker_id = self.broker.place_order(spec)
+            self.broker.place_order(spec, broker_id)
         except BrokerError as exc:
             # Sent or not? The socket was gone, so IB cannot have it: fail it explicitly.
             record = await self.store.update_order(
@@ -197,10 +206,9 @@ class OrderService:
             return Placed(record, replayed=False)
         self._accepted_at.append(anyio.current_time())
         self._count("outcome", "sent")
-        record = await self.store.update_order(cid, broker_order_id=broker_id, submitted_at=now)
         logger.info("request {} order {} sent to IB as #{} ({} {} {} {})", request_id, cid,
                     broker_id, request.side, request.qty, request.symbol, request.type)  # fmt: skip
-        await self.publish({"event": "pending_new", "order": record.to_api()})
+        self.publish({"event": "pending_new", "order": record.to_api()})
         async with anyio.create_task_group() as tg:
 
             async def deadline() -> None:
@@ -211,6 +219,10 @@ class OrderService:
             await waiter.event.wait()
             tg.cancel_scope.cancel()
         self._acks.pop(cid, None)
+        if waiter.record is not None:
+            # IB's first report, as apply() saw it: the 201 does not wait for its commit
+            # (the intent is durable; a crash before the commit is mended by reconcile).
+            return Placed(waiter.record, replayed=False)
         current = await self.store.get_order(cid)
         assert current is not None
         return Placed(current, replayed=False)
@@ -290,7 +302,7 @@ class OrderService:
         updated = await self.store.update_order(record.client_order_id, status="pending_cancel")
         await self.store.journal("cancel", {"id": record.id}, request_id=request_id,
                                  client_order_id=record.client_order_id)  # fmt: skip
-        await self.publish({"event": "pending_cancel", "order": updated.to_api()})
+        self.publish({"event": "pending_cancel", "order": updated.to_api()})
         return updated
 
     async def cancel_open(self, request_id: str) -> list[tuple[OrderRecord, OrderProblem | None]]:
@@ -356,9 +368,11 @@ class OrderService:
             )  # fmt: skip
         unchanged = all(getattr(record, k) == v for k, v in changes.items())
         waiter = self._acks.get(cid)
+        if waiter is not None and report.broker_status not in ("PendingSubmit", "ApiPending"):
+            # Answer the POST now with what IB said; the commit below follows at once.
+            waiter.record = replace(record, **changes)
+            waiter.event.set()
         if unchanged:
-            if waiter is not None and report.broker_status not in ("PendingSubmit", "ApiPending"):
-                waiter.event.set()
             return
         updated = await self.store.update_order(cid, **changes)
         if report.filled > record.filled_qty:
@@ -370,10 +384,8 @@ class OrderService:
                 self._count("outcome", status)
             logger.info("order {} {} -> {} (IB {})", cid, record.status, status,
                         report.broker_status)  # fmt: skip
-            await self.publish({"event": sse_event_name(record.status, status),
-                                   "order": updated.to_api()})  # fmt: skip
-        if waiter is not None and report.broker_status not in ("PendingSubmit", "ApiPending"):
-            waiter.event.set()
+            self.publish({"event": sse_event_name(record.status, status),
+                          "order": updated.to_api()})  # fmt: skip
 
     # ------------------------------------------------------------------ reconcile
 

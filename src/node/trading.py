@@ -178,22 +178,27 @@ class Trading:
         """From synchronous code (the machine's callbacks): written in order by run()."""
         self._journal_in.send_nowait((kind, data, request_id))
 
-    async def publish_order_event(self, data: dict[str, Any]) -> None:
-        seq = await self.store.journal(
-            ORDER_EVENT, data, client_order_id=data["order"]["client_order_id"]
-        )
-        self.hub.publish(StreamEvent(seq, "order", data))
+    def publish_order_event(self, data: dict[str, Any]) -> None:
+        """Journaled and streamed in order by the journal writer; the order path does not
+        wait for it (the order's own row is already committed)."""
+        self.journal_later(ORDER_EVENT, data)
 
     async def _write_journal(self) -> None:
         async with self._journal_out:
             async for kind, data, request_id in self._journal_out:
+                order = data.get("order") if kind == ORDER_EVENT else None
                 try:
-                    seq = await self.store.journal(kind, data, request_id=request_id)
+                    seq = await self.store.journal(
+                        kind, data, request_id=request_id,
+                        client_order_id=order["client_order_id"] if order else None,
+                    )  # fmt: skip
                 except Exception as exc:  # the daemon keeps running; the log still has it
                     logger.error("could not journal {}: {}", kind, exc)
                     continue
                 if kind == "transition":
                     self.hub.publish(StreamEvent(seq, "state", data))
+                elif kind == ORDER_EVENT:
+                    self.hub.publish(StreamEvent(seq, "order", data))
 
     async def snapshot(self) -> None:
         folder = self.settings.GDRIVE_BASE_PATH
