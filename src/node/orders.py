@@ -115,6 +115,9 @@ class OrderService:
         self.trading_mode = trading_mode
         self._count = count  # ("outcome" | "gate", label) for the metrics
         self._in_flight: set[str] = set()
+        # The node's open orders, for MAX_OPEN_ORDERS without a database read per order;
+        # loaded by run() and kept by insert and apply.
+        self.open_ids: set[str] = set()
         self._acks: dict[str, _Waiter] = {}
         self._cancel_requested: set[str] = set()
         self._accepted_at: list[float] = []
@@ -179,6 +182,7 @@ class OrderService:
         )  # fmt: skip
         try:
             await self.store.insert_order(record)  # the intent, before anything is sent
+            self.open_ids.add(cid)
         except DuplicateOrder:
             raise OrderProblem(
                 "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
@@ -202,6 +206,7 @@ class OrderService:
             record = await self.store.update_order(
                 cid, status="rejected", status_reason=f"not sent: {exc}", failed_at=now
             )
+            self.open_ids.discard(cid)
             self._acks.pop(cid, None)
             return Placed(record, replayed=False)
         self._accepted_at.append(anyio.current_time())
@@ -318,6 +323,7 @@ class OrderService:
 
     async def run(self) -> None:
         """Apply IB's order reports to the store, in order (a task of the daemon)."""
+        self.open_ids |= {record.client_order_id for record in await self.store.open_orders()}
         async with self._report_queue:
             async for report in self._report_queue:
                 try:
@@ -372,6 +378,8 @@ class OrderService:
             # Answer the POST now with what IB said; the commit below follows at once.
             waiter.record = replace(record, **changes)
             waiter.event.set()
+        if is_terminal(status):
+            self.open_ids.discard(cid)
         if unchanged:
             return
         updated = await self.store.update_order(cid, **changes)
@@ -404,6 +412,7 @@ class OrderService:
                     record.client_order_id, status="rejected",
                     status_reason=REJECT_REASON_NOT_AT_IB, failed_at=self.clock.now(),
                 )  # fmt: skip
+                self.open_ids.discard(record.client_order_id)
                 missing += 1
         summary = f"{matched} orders reconciled by orderRef, {missing} never reached IB"
         await self.store.journal("reconcile", {"matched": matched, "missing": missing})

@@ -115,7 +115,7 @@ class Trading:
         )
 
     async def gate_context(self) -> GateContext:
-        return self.gate_context_now(open_orders=len(await self.store.open_orders()))
+        return self.gate_context_now(open_orders=len(self.orders.open_ids))
 
     def gates_document(self) -> dict[str, Any]:
         ctx = self.gate_context_now()
