@@ -332,8 +332,9 @@ async def test_sse_streams_and_replays_with_last_event_id(trading: Any) -> None:
 
 async def test_transitions_are_journaled_and_replayed(trading: Any) -> None:
     with anyio.fail_after(20):  # the journal writer is a task of its own
-        while len(rows := await trading.daemon.store.journal_since(0, kinds=["transition"])) < 3:
-            await anyio.sleep(0.01)
+        store = trading.daemon.store
+        while len(rows := await store.journal_since(0, kinds=["transition"])) < 3:  # noqa: ASYNC110
+            await anyio.sleep(0.01)  # no event marks a journal write
     assert [r.data["to"] for r in rows] == ["STARTING_GATEWAY", "CONNECTED", "SERVING"]
 
 
