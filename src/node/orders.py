@@ -193,6 +193,7 @@ class OrderService:
                                "the audit trail could not record the order; nothing was sent",
                                5.0) from None  # fmt: skip
         waiter = self._acks.setdefault(cid, _Waiter())
+        waiter.record = record
         spec = OrderSpec(
             client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
             qty=request.qty, type=request.type, limit_price=request.limit_price,
@@ -224,7 +225,7 @@ class OrderService:
             await waiter.event.wait()
             tg.cancel_scope.cancel()
         self._acks.pop(cid, None)
-        if waiter.record is not None:
+        if waiter.event.is_set() and waiter.record is not None:
             # IB's first report, as apply() saw it: the 201 does not wait for its commit
             # (the intent is durable; a crash before the commit is mended by reconcile).
             return Placed(waiter.record, replayed=False)
@@ -334,7 +335,10 @@ class OrderService:
 
     async def apply(self, report: OrderReport) -> None:
         cid = report.client_order_id
-        record = await self.store.get_order(cid)
+        pending = self._acks.get(cid)
+        # While its POST waits, the order's row is the one just inserted: no read (which
+        # would queue behind the journal writer) stands between IB's report and the 201.
+        record = pending.record if pending and pending.record else await self.store.get_order(cid)
         if record is None:
             return  # not the node's order (another client's orderRef)
         status = map_status(
@@ -374,10 +378,11 @@ class OrderService:
             )  # fmt: skip
         unchanged = all(getattr(record, k) == v for k, v in changes.items())
         waiter = self._acks.get(cid)
-        if waiter is not None and report.broker_status not in ("PendingSubmit", "ApiPending"):
-            # Answer the POST now with what IB said; the commit below follows at once.
+        if waiter is not None:
             waiter.record = replace(record, **changes)
-            waiter.event.set()
+            if report.broker_status not in ("PendingSubmit", "ApiPending"):
+                # Answer the POST now with what IB said; the commit below follows at once.
+                waiter.event.set()
         if is_terminal(status):
             self.open_ids.discard(cid)
         if unchanged:
