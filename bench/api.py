@@ -46,7 +46,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ import httpx
 from ib_async import IB, MarketOrder, Stock, Trade
 from loguru import logger
 
+from common import Budget, OutOfTime, free_ports
 from node.audit import AuditStore
 from node.config import Settings
 
@@ -124,49 +124,11 @@ anyio.run(main)
 IMPORTS = "import node.cli, node.runtime, node.daemon, node.api.trading, node.api.openapi"
 
 
-class OutOfTime(Exception):
-    """The run's budget is spent."""
-
-
 class BenchFailed(Exception):
     """Something the benchmark needs did not happen; str() says what."""
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-class Budget:
-    def __init__(self, seconds: float) -> None:
-        self.started = time.monotonic()
-        self.deadline = self.started + seconds
-        self.hit = False
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def cap(self, seconds: float) -> float:
-        left = self.remaining()
-        if left <= 0:
-            self.hit = True
-            raise OutOfTime
-        return min(seconds, left)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held together while chosen, then released)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def base_env() -> dict[str, str]:

@@ -45,7 +45,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from typing import Any
 import httpx
 from ib_async import IB
 
+from common import Budget, OutOfTime, free_ports
 from node.config import Settings
 
 HOST = "127.0.0.1"
@@ -91,49 +91,11 @@ JITTER = float(_default("BACKOFF_JITTER"))
 CONNECT_ATTEMPT_TIMEOUT = float(_default("CONNECT_ATTEMPT_TIMEOUT"))
 
 
-class OutOfTime(Exception):
-    """The run's budget is spent."""
-
-
 class TrialFailed(Exception):
     """A trial did not complete; str() says what was awaited."""
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-class Budget:
-    def __init__(self, seconds: float) -> None:
-        self.started = time.monotonic()
-        self.deadline = self.started + seconds
-        self.hit = False
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def cap(self, seconds: float) -> float:
-        left = self.remaining()
-        if left <= 0:
-            self.hit = True
-            raise OutOfTime
-        return min(seconds, left)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held together while chosen, then released)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def utc_seconds(text: str) -> float:
