@@ -194,6 +194,8 @@ class Broker:
         # Every IB error or notice, for the audit journal: (code, message, request id).
         self.on_ib_error: Callable[[int, str, int], None] = lambda code, message, req_id: None
         self._con_ids: dict[str, int] = {}
+        # The last snapshot of each symbol and when it was taken: DEGRADED serves these.
+        self.last_quotes: dict[str, tuple[QuoteReport, datetime]] = {}
         self._order_errors: dict[int, tuple[int, str]] = {}  # IB order id -> last error
 
     # ------------------------------------------------------------------ status
@@ -347,7 +349,7 @@ class Broker:
         tickers = await self._within(QUOTE_TIMEOUT, ib.reqTickersAsync(*contracts), "quotes")
         if len(tickers) != len(contracts):
             raise BrokerError("IB answered only part of the quote request")
-        return [
+        reports = [
             QuoteReport(
                 symbol=contract.symbol, bid=_decimal(t.bid), ask=_decimal(t.ask),
                 last=_decimal(t.last), bid_size=_decimal(t.bidSize),
@@ -356,6 +358,10 @@ class Broker:
             )
             for contract, t in zip(contracts, tickers, strict=True)
         ]  # fmt: skip
+        now = self._clock.now()
+        for report in reports:
+            self.last_quotes[report.symbol] = (report, now)
+        return reports
 
     async def quote(self, symbol: str) -> QuoteReport:
         [quote] = await self.quotes([symbol])

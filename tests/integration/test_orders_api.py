@@ -282,9 +282,17 @@ async def test_quotes(trading: Any) -> None:
 
 
 async def test_degraded_reads_are_stale_and_orders_refused(trading: Any) -> None:
+    async with client(trading) as http:
+        fresh = (await http.get("/v1/quotes?symbols=AAPL")).json()["items"][0]
+        assert fresh["stale"] is False
     await trading.launcher.control("notice 1100")
     await until(lambda: trading.state == "DEGRADED")
     async with client(trading) as http:
+        cached = (await http.get("/v1/quotes?symbols=AAPL")).json()["items"][0]
+        assert cached["stale"] is True
+        assert (cached["bid"], cached["ask"]) == (fresh["bid"], fresh["ask"])
+        never = await http.get("/v1/quotes?symbols=MSFT")
+        assert never.status_code == 503
         account = (await http.get("/v1/account")).json()
         assert account["stale"] is True
         assert account["as_of"] is not None

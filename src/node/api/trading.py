@@ -260,8 +260,7 @@ def trading_routes(node: TradingNode) -> list[Route]:
                 "validation-error", 422, f"at most {MAX_QUOTE_SYMBOLS} symbols per call"
             )
         if node.state == "DEGRADED":
-            raise OrderProblem("not-ready", 503, "quotes need a trustworthy gateway; the node "
-                               "is DEGRADED", node.retry_after(), state=node.state)  # fmt: skip
+            return JSONResponse({"items": _cached_quotes(node, symbols)})
         try:
             reports = await node.broker.quotes(symbols)
         except UnknownSymbol as exc:
@@ -291,6 +290,26 @@ def trading_routes(node: TradingNode) -> list[Route]:
         Route("/v1/positions", handler(positions), methods=["GET"]),
         Route("/v1/quotes", handler(quotes), methods=["GET"]),
     ]
+
+
+def _cached_quotes(node: TradingNode, symbols: list[str]) -> list[dict[str, Any]]:
+    """DEGRADED: the last snapshot of each symbol, marked stale with when it was taken."""
+    missing = [s for s in symbols if s not in node.broker.last_quotes]
+    if missing:
+        raise OrderProblem("not-ready", 503, f"the node is DEGRADED and has no earlier quote "
+                           f"for {', '.join(missing)}", node.retry_after(),
+                           state=node.state)  # fmt: skip
+    items = []
+    for symbol in symbols:
+        q, at = node.broker.last_quotes[symbol]
+        items.append({
+            "symbol": q.symbol, "bid": _text(q.bid), "ask": _text(q.ask), "last": _text(q.last),
+            "bid_size": _text(q.bid_size), "ask_size": _text(q.ask_size),
+            "volume": _text(q.volume), "data_type": q.data_type,
+            "market_data": node.broker.market_data, "timestamp": None, "stale": True,
+            "as_of": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        })  # fmt: skip
+    return items
 
 
 def _now() -> str:
