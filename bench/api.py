@@ -61,7 +61,7 @@ import httpx
 from ib_async import IB, MarketOrder, Stock, Trade
 from loguru import logger
 
-from common import Budget, OutOfTime, free_ports
+from common import Budget, OutOfTime, free_ports, load_average, revision
 from node.audit import AuditStore
 from node.config import Settings
 
@@ -939,26 +939,6 @@ def machine() -> str:
 def source_fingerprint() -> tuple[tuple[str, int, int], ...]:
     files = sorted((ROOT / "src").rglob("*.py"))
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-
-
-def revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()  # fmt: skip
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "src")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown revision"
-    return f"commit {head}" + (" with uncommitted changes in src/" if dirty else "")
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 METHOD = f"""\

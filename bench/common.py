@@ -1,11 +1,15 @@
-"""What the benchmarks share: a time budget and free loopback ports."""
+"""What the benchmarks share: a time budget, free loopback ports, what was measured where."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class OutOfTime(Exception):
@@ -44,3 +48,23 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def revision() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()  # fmt: skip
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "src")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return f"commit {head}" + (" with uncommitted changes in src/" if dirty else "")
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"

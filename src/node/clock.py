@@ -379,3 +379,8 @@ def load_zone(name: str) -> ZoneInfo:
             f"unknown time zone {name!r}: expected an IANA zone name, e.g. America/Toronto, "
             "Europe/London or UTC"
         ) from None
+
+
+def utc_text(when: datetime | None) -> str | None:
+    """An aware time as RFC 3339 in UTC with `Z`, as the state document shows it."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None

@@ -23,7 +23,7 @@ from node.api.metrics import NodeMetrics
 from node.audit import AuditStore
 from node.backoff import BackoffSchedule, RestartBudget
 from node.broker import Broker
-from node.clock import Clock, RunWindow
+from node.clock import Clock, RunWindow, utc_text
 from node.config import Settings
 from node.events import Event, Trigger
 from node.latches import OperatorState
@@ -35,10 +35,6 @@ from node.states.context import StateContext
 from node.trading import Trading
 
 TIME_JUMP = 5.0  # seconds between expected and actual wake-up that mean the clock jumped
-
-
-def utc_text(when: datetime | None) -> str | None:
-    return when.isoformat().replace("+00:00", "Z") if when else None
 
 
 class Daemon:

@@ -21,6 +21,7 @@ from loguru import logger
 from transitions.extensions.asyncio import AsyncMachine
 
 from node import guards
+from node.clock import utc_text
 from node.events import Event, Trigger
 from node.states import backoff, connected, degraded, off, serving, starting_gateway
 from node.states.context import StateContext
@@ -99,7 +100,7 @@ class TransitionRecord:
     reason: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"at": self.at.isoformat().replace("+00:00", "Z"), "from": self.source,
+        return {"at": utc_text(self.at) or "", "from": self.source,
                 "to": self.dest, "trigger": self.trigger, "reason": self.reason}  # fmt: skip
 
 

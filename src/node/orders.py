@@ -11,7 +11,6 @@ import hashlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -30,7 +29,8 @@ from node.broker import (
     WhatIfReport,
 )
 from node.clock import Clock
-from node.order_status import OPEN, OrderStatus, is_terminal, map_status, sse_event_name
+from node.order_status import OrderStatus, is_terminal, map_status, sse_event_name
+from node.ratelimit import SlidingWindowCounter
 from node.safety import GateContext, OrderIntent, Refuse, decide, dry_run
 
 REJECT_REASON_NOT_AT_IB = "not found at IB after a reconnect: it never reached the gateway"
@@ -120,7 +120,7 @@ class OrderService:
         self.open_ids: set[str] = set()
         self._acks: dict[str, _Waiter] = {}
         self._cancel_requested: set[str] = set()
-        self._accepted_at: list[float] = []
+        self._accepted = SlidingWindowCounter(60.0)  # for MAX_ORDERS_PER_MINUTE
         self._reports: MemoryObjectSendStream[OrderReport]
         self._report_queue: MemoryObjectReceiveStream[OrderReport]
         self._reports, self._report_queue = anyio.create_memory_object_stream[OrderReport](math.inf)
@@ -210,7 +210,7 @@ class OrderService:
             self.open_ids.discard(cid)
             self._acks.pop(cid, None)
             return Placed(record, replayed=False)
-        self._accepted_at.append(anyio.current_time())
+        self._accepted.record(anyio.current_time())
         self._count("outcome", "sent")
         logger.info("request {} order {} sent to IB as #{} ({} {} {} {})", request_id, cid,
                     broker_id, request.side, request.qty, request.symbol, request.type)  # fmt: skip
@@ -279,9 +279,7 @@ class OrderService:
 
     def orders_last_minute(self) -> tuple[int, float | None]:
         now = anyio.current_time()
-        self._accepted_at = [t for t in self._accepted_at if now - t < 60]
-        frees_in = 60 - (now - self._accepted_at[0]) if self._accepted_at else None
-        return len(self._accepted_at), frees_in
+        return self._accepted.count(now), self._accepted.frees_in(now)
 
     # ------------------------------------------------------------------ cancelling
 
@@ -422,10 +420,3 @@ class OrderService:
         summary = f"{matched} orders reconciled by orderRef, {missing} never reached IB"
         await self.store.journal("reconcile", {"matched": matched, "missing": missing})
         return summary
-
-    def open_statuses(self) -> frozenset[str]:
-        return frozenset(OPEN)
-
-    @staticmethod
-    def parse_time(value: str | None) -> datetime | None:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

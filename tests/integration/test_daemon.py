@@ -30,6 +30,13 @@ async def serving(node: Any) -> None:
     await until(lambda: node.state == "SERVING")
 
 
+async def restarted_once(node: Any, sim: Simulator) -> None:
+    """Drop the gateway's connections and let the node restart it: one slot of the budget."""
+    sim.faults.drop_all()
+    await drive(node.clock, lambda: node.state == "SERVING"
+                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+
+
 # ---------------------------------------------------------------------- the window
 
 
@@ -210,9 +217,7 @@ async def test_budget_spent_stays_in_backoff_notifies_once_and_resumes(
         GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port, MAX_RESTARTS_PER_HOUR=1
     )
     await serving(node)
-    sim.faults.drop_all()
-    await drive(node.clock, lambda: node.state == "SERVING"
-                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    await restarted_once(node, sim)
     sim.faults.drop_all()
     await drive(node.clock, lambda: "budget_exhausted" in node.notifier.kinds(), step=1)
     assert node.state == "BACKOFF"
@@ -263,9 +268,7 @@ async def test_stop_force_and_budget_survive_a_daemon_restart(
     node = await node_factory(at=sunday, state_dir=state_dir, **settings)
     node.daemon.command("start", force=True)
     await serving(node)
-    sim.faults.drop_all()
-    await drive(node.clock, lambda: node.state == "SERVING"
-                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    await restarted_once(node, sim)
     node.daemon.command("shutdown")
     await node.done.wait()
 
@@ -315,9 +318,7 @@ async def test_force_expires_after_force_max_hours(node_factory: Any, sim: Simul
 async def test_reset_backoff_clears_the_budget(node_factory: Any, sim: Simulator) -> None:
     node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port)
     await serving(node)
-    sim.faults.drop_all()
-    await drive(node.clock, lambda: node.state == "SERVING"
-                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    await restarted_once(node, sim)
     node.daemon.command("reset-backoff")
     doc = node.daemon.state_document()["restarts"]
     assert (doc["used"], doc["attempt"]) == (0, 0)
@@ -330,9 +331,7 @@ async def test_reset_backoff_restarts_a_budget_blocked_backoff_now(
         GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port, MAX_RESTARTS_PER_HOUR=1
     )
     await serving(node)
-    sim.faults.drop_all()
-    await drive(node.clock, lambda: node.state == "SERVING"
-                and node.daemon.state_document()["restarts"]["used"] == 1)  # fmt: skip
+    await restarted_once(node, sim)
     sim.faults.drop_all()
     await drive(node.clock, lambda: "budget_exhausted" in node.notifier.kinds(), step=1)
     assert "restarting now" in node.daemon.command("reset-backoff")

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from node.api.problems import problem
 from node.api.schemas import OrderRequest, validation_errors
-from node.audit import AuditStore, OrderRecord
+from node.audit import AuditStore, OrderRecord, rfc3339
 from node.broker import Broker, BrokerError, UnknownSymbol
 from node.order_status import OPEN, TERMINAL
 from node.orders import OrderProblem, OrderService, cancel_results
@@ -307,13 +307,13 @@ def _cached_quotes(node: TradingNode, symbols: list[str]) -> list[dict[str, Any]
             "bid_size": _text(q.bid_size), "ask_size": _text(q.ask_size),
             "volume": _text(q.volume), "data_type": q.data_type,
             "market_data": node.broker.market_data, "timestamp": None, "stale": True,
-            "as_of": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "as_of": rfc3339(at),
         })  # fmt: skip
     return items
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.now(UTC))
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -334,4 +334,4 @@ def _staleness(node: TradingNode) -> dict[str, Any]:
     if node.state != "DEGRADED":
         return {"stale": False, "as_of": None}
     as_of = node.reads_as_of()
-    return {"stale": True, "as_of": as_of.isoformat().replace("+00:00", "Z") if as_of else None}
+    return {"stale": True, "as_of": rfc3339(as_of) if as_of else None}

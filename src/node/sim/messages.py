@@ -584,10 +584,6 @@ def market_data_type(req_id: int, data_type: int) -> Message:
     return [58, 1, req_id, data_type]
 
 
-def tick_req_params(req_id: int) -> Message:
-    return [81, req_id, 0.01, "9c0001", 3]
-
-
 def tick_price(req_id: int, tick: int, value: float, size: float, delayed: bool) -> Message:
     tick = DELAYED_OFFSET[tick] if delayed else tick
     return [1, 6, req_id, tick, value, quantity(size), 0]
