@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the current key; it stays valid until the next rotation",
     )
     keygen.set_defaults(handler=_keygen)
+
+    # These two must work before a valid .env exists: their handlers take the parsed
+    # arguments only and load the settings themselves (see main).
+    from node import configure, verify
+
+    configure.register(commands)
+    verify.register(commands)
     return parser
 
 
@@ -267,6 +274,15 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    standalone = getattr(args, "standalone_handler", None)
+    if standalone is not None:
+        configure_logging("WARNING", "text")
+        try:
+            code: int = standalone(args)
+        except KeyboardInterrupt:
+            print("\ninterrupted: nothing more was written", file=sys.stderr)
+            return 130
+        return code
     try:
         settings = load_settings(args.env_file)
     except ConfigError as exc:
