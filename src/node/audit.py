@@ -615,6 +615,11 @@ class AuditStore:
         self._db: aiosqlite.Connection | None = db
         self._clock = clock
         self._lock = anyio.Lock()
+        # The journal's head (seq, hash) as of the last commit, so an append costs no read.
+        # Only this process writes (one daemon per STATE_DIR), and seq is the primary key:
+        # another writer would make the INSERT fail, never fork the chain silently.
+        self._head: tuple[int, str] | None = None
+        self._pending_head: tuple[int, str] | None = None
 
     @classmethod
     async def open(
@@ -691,17 +696,21 @@ class AuditStore:
         async with self._lock:
             db = self._connection()
             with anyio.CancelScope(shield=True):
+                self._pending_head = None
                 try:
                     await db.execute("BEGIN IMMEDIATE")
                     try:
                         result = await body(db)
                         await db.execute("COMMIT")
                     except BaseException:
+                        self._head = None  # unsure what was written: read it again next time
                         if db.in_transaction:
                             await db.execute("ROLLBACK")
                         raise
                 except sqlite3.Error as error:
                     raise AuditUnavailable(f"audit store write failed: {error}") from error
+                if self._pending_head is not None:
+                    self._head = self._pending_head
             return result
 
     async def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -721,11 +730,12 @@ class AuditStore:
         client_order_id: str | None,
         at: str,
     ) -> int:
-        # The head is read inside the IMMEDIATE transaction, so even a second writer process
-        # could not fork the chain.
-        async with db.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1") as cur:
-            head = await cur.fetchone()
-        seq, prev_hash = (int(head[0]) + 1, str(head[1])) if head else (1, GENESIS_HASH)
+        head = self._pending_head or self._head
+        if head is None:
+            async with db.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1") as cur:
+                row = await cur.fetchone()
+            head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+        seq, prev_hash = head[0] + 1, head[1]
         digest = chain_hash(
             prev_hash, seq, at, kind, request_id, client_order_id, json.loads(data_text)
         )
@@ -734,6 +744,7 @@ class AuditStore:
             " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, at, kind, request_id, client_order_id, data_text, prev_hash, digest),
         )
+        self._pending_head = (seq, digest)
         return seq
 
     def _now(self) -> datetime:
@@ -891,6 +902,10 @@ class AuditStore:
             return True
 
         return await self._write(body)
+
+    async def client_order_ids(self) -> set[str]:
+        """Every client_order_id the orders table holds."""
+        return {str(row[0]) for row in await self._read("SELECT client_order_id FROM orders")}
 
     async def get_order(self, client_order_id: str) -> OrderRecord | None:
         rows = await self._read(f"{_ORDER_SELECT} WHERE client_order_id = ?", (client_order_id,))

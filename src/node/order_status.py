@@ -86,6 +86,9 @@ STATUSES: frozenset[str] = frozenset(get_args(OrderStatus))
 TERMINAL: frozenset[str] = frozenset({"filled", "canceled", "expired", "rejected"})
 OPEN: frozenset[str] = STATUSES - TERMINAL
 
+# Statuses ib_async reports before IB has answered: not yet an acknowledgement.
+PENDING_BROKER_STATUSES: frozenset[str] = frozenset({"PendingSubmit", "ApiPending"})
+
 KNOWN_BROKER_STATUSES = frozenset(
     {
         "PendingSubmit",

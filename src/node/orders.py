@@ -29,7 +29,13 @@ from node.broker import (
     WhatIfReport,
 )
 from node.clock import Clock
-from node.order_status import OrderStatus, is_terminal, map_status, sse_event_name
+from node.order_status import (
+    PENDING_BROKER_STATUSES,
+    OrderStatus,
+    is_terminal,
+    map_status,
+    sse_event_name,
+)
 from node.ratelimit import SlidingWindowCounter
 from node.safety import GateContext, OrderIntent, Refuse, decide, dry_run
 
@@ -77,8 +83,11 @@ class Placed:
 
 @dataclass
 class _Waiter:
+    """A POST waiting for IB's first report on its order."""
+
+    committed: OrderRecord  # the row as last written: apply()'s base, without a read
     event: anyio.Event = field(default_factory=anyio.Event)
-    record: OrderRecord | None = None
+    answer: OrderRecord | None = None  # the row with IB's first report applied: the 201's body
 
 
 def request_hash(request: OrderRequest) -> str:
@@ -119,12 +128,16 @@ class OrderService:
         # loaded by run() and kept by insert and apply.
         self.open_ids: set[str] = set()
         self._acks: dict[str, _Waiter] = {}
+        # Every client_order_id the store holds, once run() has loaded them: a new id needs
+        # no read before its intent is written. The orders table's primary key stays the
+        # guard: an id missing here by mistake gets a 409 from insert_order, never a second order.
+        self._known_ids: set[str] | None = None
         self._cancel_requested: set[str] = set()
         self._accepted = SlidingWindowCounter(60.0)  # for MAX_ORDERS_PER_MINUTE
         self._reports: MemoryObjectSendStream[OrderReport]
         self._report_queue: MemoryObjectReceiveStream[OrderReport]
         self._reports, self._report_queue = anyio.create_memory_object_stream[OrderReport](math.inf)
-        broker.on_order_report = self._reports.send_nowait
+        broker.on_order_report = self._on_report
 
     # ------------------------------------------------------------------ placing
 
@@ -135,7 +148,10 @@ class OrderService:
             raise OrderProblem(
                 "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
             )
-        existing = await self.store.get_order(cid)
+        known = self._known_ids
+        existing = (
+            None if known is not None and cid not in known else await self.store.get_order(cid)
+        )
         if existing is not None:
             if existing.request_hash != digest:
                 raise OrderProblem(
@@ -183,6 +199,8 @@ class OrderService:
         try:
             await self.store.insert_order(record)  # the intent, before anything is sent
             self.open_ids.add(cid)
+            if self._known_ids is not None:
+                self._known_ids.add(cid)
         except DuplicateOrder:
             raise OrderProblem(
                 "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
@@ -192,8 +210,7 @@ class OrderService:
             raise OrderProblem("audit-unavailable", 503,
                                "the audit trail could not record the order; nothing was sent",
                                5.0) from None  # fmt: skip
-        waiter = self._acks.setdefault(cid, _Waiter())
-        waiter.record = record
+        waiter = self._acks[cid] = _Waiter(committed=record)
         spec = OrderSpec(
             client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
             qty=request.qty, type=request.type, limit_price=request.limit_price,
@@ -225,10 +242,10 @@ class OrderService:
             await waiter.event.wait()
             tg.cancel_scope.cancel()
         self._acks.pop(cid, None)
-        if waiter.event.is_set() and waiter.record is not None:
-            # IB's first report, as apply() saw it: the 201 does not wait for its commit
-            # (the intent is durable; a crash before the commit is mended by reconcile).
-            return Placed(waiter.record, replayed=False)
+        if waiter.answer is not None:
+            # IB's first report: the 201 does not wait for its commit (the intent is
+            # durable; a crash before the commit is mended by reconcile).
+            return Placed(waiter.answer, replayed=False)
         current = await self.store.get_order(cid)
         assert current is not None
         return Placed(current, replayed=False)
@@ -320,9 +337,22 @@ class OrderService:
 
     # ------------------------------------------------------------------ IB's reports
 
+    def _on_report(self, report: OrderReport) -> None:
+        """IB's report, as ib_async hands it over: a waiting POST is answered at once, then
+        the report is queued for apply(), which makes it durable in order."""
+        waiter = self._acks.get(report.client_order_id)
+        if (waiter is not None and waiter.answer is None
+                and report.broker_status not in PENDING_BROKER_STATUSES):  # fmt: skip
+            changes = self._changes(waiter.committed, report)
+            waiter.answer = waiter.committed if changes is None else replace(waiter.committed,
+                                                                             **changes)  # fmt: skip
+            waiter.event.set()
+        self._reports.send_nowait(report)
+
     async def run(self) -> None:
         """Apply IB's order reports to the store, in order (a task of the daemon)."""
         self.open_ids |= {record.client_order_id for record in await self.store.open_orders()}
+        self._known_ids = await self.store.client_order_ids()
         async with self._report_queue:
             async for report in self._report_queue:
                 try:
@@ -334,14 +364,39 @@ class OrderService:
     async def apply(self, report: OrderReport) -> None:
         cid = report.client_order_id
         pending = self._acks.get(cid)
-        # While its POST waits, the order's row is the one just inserted: no read (which
-        # would queue behind the journal writer) stands between IB's report and the 201.
-        record = pending.record if pending and pending.record else await self.store.get_order(cid)
+        # While its POST waits, the row is the one this service last wrote: no read.
+        record = pending.committed if pending else await self.store.get_order(cid)
         if record is None:
             return  # not the node's order (another client's orderRef)
+        changes = self._changes(record, report)
+        if changes is None:
+            return
+        if is_terminal(changes["status"]):
+            self.open_ids.discard(cid)
+        if all(getattr(record, k) == v for k, v in changes.items()):
+            return
+        updated = await self.store.update_order(cid, **changes)
+        if pending is not None:
+            pending.committed = updated
+        status = updated.status
+        if report.filled > record.filled_qty:
+            await self.store.journal("fill", {"filled_qty": str(report.filled),
+                                              "avg_price": str(report.avg_fill_price)},
+                                     client_order_id=cid)  # fmt: skip
+        if status != record.status:
+            if is_terminal(status):
+                self._count("outcome", status)
+            logger.info("order {} {} -> {} (IB {})", cid, record.status, status,
+                        report.broker_status)  # fmt: skip
+            self.publish({"event": sse_event_name(record.status, status),
+                          "order": updated.to_api()})  # fmt: skip
+
+    def _changes(self, record: OrderRecord, report: OrderReport) -> dict[str, Any] | None:
+        """The fields IB's report sets on the order; None when the report must not move it."""
         status = map_status(
             report.broker_status, report.filled, report.remaining,
-            cancel_requested=cid in self._cancel_requested, error_code=report.error_code,
+            cancel_requested=record.client_order_id in self._cancel_requested,
+            error_code=report.error_code,
             tif=record.time_in_force, previous=cast(OrderStatus, record.status),
         )  # fmt: skip
         if is_terminal(record.status) and status != record.status:
@@ -350,7 +405,7 @@ class OrderService:
             correcting = (status == "rejected" and record.status in ("expired", "canceled")
                           and not record.filled_qty)  # fmt: skip
             if not correcting:
-                return
+                return None
         changes: dict[str, Any] = {
             "broker_status": report.broker_status,
             "broker_order_id": report.broker_order_id,
@@ -374,29 +429,7 @@ class OrderService:
                 f"IB {report.error_code}: {report.error_text}" if report.error_code
                 else record.status_reason or "rejected by IB"
             )  # fmt: skip
-        unchanged = all(getattr(record, k) == v for k, v in changes.items())
-        waiter = self._acks.get(cid)
-        if waiter is not None:
-            waiter.record = replace(record, **changes)
-            if report.broker_status not in ("PendingSubmit", "ApiPending"):
-                # Answer the POST now with what IB said; the commit below follows at once.
-                waiter.event.set()
-        if is_terminal(status):
-            self.open_ids.discard(cid)
-        if unchanged:
-            return
-        updated = await self.store.update_order(cid, **changes)
-        if report.filled > record.filled_qty:
-            await self.store.journal("fill", {"filled_qty": str(report.filled),
-                                              "avg_price": str(report.avg_fill_price)},
-                                     client_order_id=cid)  # fmt: skip
-        if status != record.status:
-            if is_terminal(status):
-                self._count("outcome", status)
-            logger.info("order {} {} -> {} (IB {})", cid, record.status, status,
-                        report.broker_status)  # fmt: skip
-            self.publish({"event": sse_event_name(record.status, status),
-                          "order": updated.to_api()})  # fmt: skip
+        return changes
 
     # ------------------------------------------------------------------ reconcile
 

@@ -223,6 +223,36 @@ async def test_journal_rows_are_chained(store: AuditStore, db_path: Path) -> Non
     assert result.problem is None
 
 
+async def test_a_row_written_behind_the_stores_back_never_forks_the_chain(
+    store: AuditStore, db_path: Path
+) -> None:
+    """The store keeps the head in memory; another writer makes its next append fail (seq is
+    the primary key) instead of forking, and the append after that builds on the real head."""
+    await fill_journal(store, 2)
+    await store.insert_order(order("pi-dup"))
+    with pytest.raises(DuplicateOrder):  # a rollback: the head is read again next time
+        await store.insert_order(order("pi-dup"))
+    assert await fill_journal(store, 1) == [4]
+    conn = sqlite3.connect(db_path)
+    try:
+        prev_hash, head = conn.execute("SELECT hash, seq FROM journal ORDER BY seq DESC").fetchone()
+        digest = chain_hash(prev_hash, head + 1, "2026-01-01T00:00:00.000Z", "outsider", None,
+                            None, {})  # fmt: skip
+        conn.execute(
+            "INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (head + 1, "2026-01-01T00:00:00.000Z", "outsider", None, None, "{}", prev_hash,
+             digest),
+        )  # fmt: skip
+        conn.commit()
+    finally:
+        conn.close()
+    with pytest.raises(AuditUnavailable, match="UNIQUE|PRIMARY"):
+        await store.journal(KIND_TRANSITION, {"n": "after the outsider"})
+    assert await fill_journal(store, 1) == [head + 2]
+    assert verify_chain(db_path).ok
+    assert await store.last_seq() == head + 2
+
+
 async def test_journal_since_filters_and_limits(store: AuditStore) -> None:
     for n in range(6):
         kind = KIND_TRANSITION if n % 2 else "ib_error"
