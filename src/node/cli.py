@@ -141,7 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     configure.register(commands)
     verify.register(commands)
+    _accept_env_file_after_the_command(parser)
     return parser
+
+
+def _accept_env_file_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """`ibkr-node run --env-file X` works as well as `ibkr-node --env-file X run`: the option
+    is added to every command, and left unset there unless given (SUPPRESS), so the one given
+    before the command still counts."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for command in action.choices.values():
+            if "--env-file" not in command._option_string_actions:
+                command.add_argument(
+                    "--env-file",
+                    type=Path,
+                    default=argparse.SUPPRESS,
+                    help="the .env file to read (as before the command)",
+                )
+            _accept_env_file_after_the_command(command)
 
 
 def _port(text: str) -> int:
@@ -246,8 +265,16 @@ def _keygen(args: argparse.Namespace, settings: Settings) -> int:
     except ctl.CtlError as exc:
         print(f"ibkr-node keygen: {exc}", file=sys.stderr)
         return 2
-    print(f"new API key written to {settings.API_KEY_FILE} (shown once; give it to the Pi):")
-    print(key)
+    # stdout is the key alone, so a script can capture it; the explanation goes to stderr.
+    path = settings.API_KEY_FILE
+    note = [f"new API key written to {path} (owner-only); it is shown once: give it to the Pi"]
+    if args.rotate:
+        note.append("the previous key stays valid (line 2) until the next rotation: update "
+                    "the Pi, then rotate again to retire it")  # fmt: skip
+    if settings.API_KEY:
+        note.append("API_KEY is also set (env file or environment): that key stays valid too")
+    print("\n".join(note), file=sys.stderr)
+    print(key, flush=True)
     return 0
 
 

@@ -246,7 +246,7 @@ async def test_a_row_written_behind_the_stores_back_never_forks_the_chain(
         conn.commit()
     finally:
         conn.close()
-    with pytest.raises(AuditUnavailable, match="UNIQUE|PRIMARY"):
+    with pytest.raises(AuditUnavailable, match=r"UNIQUE|PRIMARY"):
         await store.journal(KIND_TRANSITION, {"n": "after the outsider"})
     assert await fill_journal(store, 1) == [head + 2]
     assert verify_chain(db_path).ok
