@@ -379,3 +379,34 @@ async def test_second_daemon_on_the_same_state_dir_is_refused(
     )
     with pytest.raises(StartupError, match="holds STATE_DIR"):
         await run_node(settings, handle_signals=False)
+
+
+# ---------------------------------------------------------------------- an IBC login failure
+
+IBC_SECOND_FACTOR_TIMEOUT = """#!/bin/sh
+# A stand-in for IBC's gatewaystart.sh: the second factor was not confirmed (IBC's exit code
+# 1111, which a POSIX exit status keeps modulo 256).
+exit 87
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in start script is a POSIX script")
+async def test_an_ibc_login_failure_is_a_failed_start_not_a_crash(
+    node_factory: Any, tmp_path: Path
+) -> None:
+    ibc = tmp_path / "ibc"
+    ibc.mkdir()
+    script = ibc / "gatewaystart.sh"
+    script.write_text(IBC_SECOND_FACTOR_TIMEOUT)
+    script.chmod(0o755)
+    ini = tmp_path / "config.ini"
+    ini.write_text(
+        "TradingMode=paper\nAcceptNonBrokerageAccountWarning=yes\n"
+        "ExistingSessionDetectedAction=primary\nCommandServerPort=7462\n"
+        "BindAddress=127.0.0.1\nControlFrom=\n"
+    )
+    node = await node_factory(GATEWAY_LAUNCHER="ibc", IBC_PATH=ibc, IBC_INI=ini)
+    await until(lambda: node.state == "BACKOFF")
+    assert not node.done.is_set(), "the daemon ended"
+    last = node.daemon.state_document()["transitions"][0]
+    assert "second factor" in last["reason"], last

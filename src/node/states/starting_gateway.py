@@ -40,10 +40,13 @@ async def run(ctx: StateContext, event: Event) -> None:
             tg.cancel_scope.cancel()
 
         async def exited() -> None:
-            code = await ctx.launcher.wait_exited()
-            ctx.post(Event(Trigger.START_FAILED,
-                           f"the gateway process exited (code {code}) before the API was up",
-                           visit))  # fmt: skip
+            try:
+                code = await ctx.launcher.wait_exited()
+            except LaunchError as exc:  # LoginFailure: the launcher read why it exited
+                reason = str(exc)
+            else:
+                reason = f"the gateway process exited (code {code}) before the API was up"
+            ctx.post(Event(Trigger.START_FAILED, reason, visit))
             tg.cancel_scope.cancel()
 
         async def connect() -> None:
