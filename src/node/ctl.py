@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ import httpx
 
 from node.api.keys import KeyRing
 from node.config import Settings
-from node.runtime import demo_key_path
 
 TIMEOUT = 10.0
 # `ibkr-node state` exit codes (scripts such as healthcheck.ps1 rely on them)
@@ -25,6 +25,8 @@ class CtlError(Exception):
 def local_key(settings: Settings) -> str | None:
     if settings.API_KEY:
         return settings.API_KEY
+    from node.runtime import demo_key_path  # the daemon's imports: only when asked
+
     for path in (settings.API_KEY_FILE, demo_key_path(settings)):
         try:
             keys = KeyRing.read_file(path)
@@ -101,21 +103,32 @@ def state_exit_code(doc: dict[str, Any]) -> int:
 
 
 def keygen(path: Path, *, rotate: bool) -> str:
-    """Write a new key; with rotate the current one stays valid as the previous key."""
+    """Write a new key; with rotate the current one stays valid as the previous key.
+
+    The file holds at most two keys (DESIGN.md §6): the new one on line 1, the one it replaces
+    on line 2; an older previous key is dropped. Owner-only (0600) from creation on POSIX.
+    """
+    from node.atomic import write_text_atomic
+
     previous: list[str] = []
     if path.exists():
-        if not rotate:
+        try:
+            current = KeyRing.read_file(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CtlError(f"{path} cannot be read ({exc}); move it aside or fix its "
+                           "permissions") from None  # fmt: skip
+        if current and not rotate:
             raise CtlError(
                 f"{path} already holds a key; use `ibkr-node keygen --rotate` to "
                 "replace it (the old key stays valid until the next rotation)"
             )
-        previous = KeyRing.read_file(path)[:1]
+        previous = current[:1]
     key = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from node.atomic import write_text_atomic
-
-    write_text_atomic(path, "\n".join([key, *previous]) + "\n")
-    path.chmod(0o600)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if sys.platform != "win32":
+            path.parent.chmod(0o700)  # a new secrets/ folder: the owner's only
+    write_text_atomic(path, "\n".join([key, *previous]) + "\n", mode=0o600)
     return key
 
 
