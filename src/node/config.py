@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         extra="ignore",  # the env file also holds variables of tools and later features
         case_sensitive=True,
         validate_default=True,
+        # `MAX_ORDER_QTY=` or `GDRIVE_BASE_PATH=` in a .env means "not set", as an operator
+        # reads it, not an invalid number or the env file's own folder.
+        env_ignore_empty=True,
     )
 
     # Safety

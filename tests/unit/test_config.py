@@ -57,6 +57,19 @@ def test_relative_paths_resolve_against_the_env_file(tmp_path: Path) -> None:
     assert tmp_path / "deploy" / "state" == settings.STATE_DIR
 
 
+def test_an_empty_value_means_not_set(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "MAX_ORDER_QTY=\nGDRIVE_BASE_PATH=\nLIVE_TRADING_OVERRIDE_FILE=\nAPI_PORT=\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(env)
+    assert settings.MAX_ORDER_QTY is None
+    assert settings.GDRIVE_BASE_PATH is None  # not the env file's own folder
+    assert settings.LIVE_TRADING_OVERRIDE_FILE is None
+    assert settings.API_PORT == 8000
+
+
 def test_secrets_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("API_KEY", "s3cret")
