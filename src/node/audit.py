@@ -19,14 +19,14 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, TextIO, TypeVar
+from typing import Any, Literal, Protocol, Self, TextIO, TypeVar, cast
 
 import aiosqlite
 import anyio
@@ -66,10 +66,12 @@ __all__ = [
     "AuditUnavailable",
     "DuplicateOrder",
     "JournalEntry",
+    "JournalRow",
     "OrderNotDeletable",
     "OrderNotFound",
     "OrderRecord",
     "OrderRequestLike",
+    "OrderUpdate",
     "VerifyResult",
     "canonical_json",
     "chain_hash",
@@ -588,6 +590,41 @@ _JOURNAL_SELECT = f"SELECT {', '.join(JOURNAL_COLUMNS)} FROM journal"
 # ---------------------------------------------------------------------- the store
 
 
+async def on_connection_thread(
+    db: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Run work(connection) on aiosqlite's own thread, where its sqlite3 connection lives.
+
+    aiosqlite's public calls run one statement per hand-over; `_execute` (the method every one
+    of them goes through) and `_conn` take a whole function. Both are private: aiosqlite is
+    pinned in uv.lock, and tests/unit/test_audit.py fails at once if either goes away.
+    """
+    raw: sqlite3.Connection = db._conn
+    execute = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
+    return await execute(lambda: work(raw))
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """One row for `AuditStore.journal_many`."""
+
+    kind: str
+    data: dict[str, Any]
+    request_id: str | None = None
+    client_order_id: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """One order's changes for `AuditStore.update_orders`, with journal rows (kind, data) that
+    follow its order_status row in the same transaction."""
+
+    client_order_id: str
+    changes: Mapping[str, Any]
+    also_journal: Sequence[tuple[str, dict[str, Any]]] = ()
+
+
 def check_location(path: Path, sync_folder: Path | None) -> Path:
     """The resolved database path, or AuditPathError when a sync client would copy it."""
     resolved = path.expanduser().resolve()
@@ -687,30 +724,37 @@ class AuditStore:
             raise AuditUnavailable(f"the audit store {self.path} is closed")
         return self._db
 
-    async def _write(self, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run body in one IMMEDIATE transaction and commit before returning.
 
-        Shielded from cancellation once started: a cancelled caller must not leave a half-run
-        transaction on the shared connection, and the row is either committed or rolled back.
+        The whole transaction runs on aiosqlite's thread in one call: one hand-over between
+        threads instead of one per statement (each also wakes the event loop), which is what
+        an order's intent costs before it may be sent. Shielded from cancellation: a cancelled
+        caller never leaves a half-run transaction, and the row is committed or rolled back.
         """
+
+        def transaction(conn: sqlite3.Connection) -> T:
+            self._pending_head = None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                self._head = None  # unsure what was written: read it again next time
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if self._pending_head is not None:
+                self._head = self._pending_head
+            return result
+
         async with self._lock:
             db = self._connection()
             with anyio.CancelScope(shield=True):
-                self._pending_head = None
                 try:
-                    await db.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = await body(db)
-                        await db.execute("COMMIT")
-                    except BaseException:
-                        self._head = None  # unsure what was written: read it again next time
-                        if db.in_transaction:
-                            await db.execute("ROLLBACK")
-                        raise
+                    result = await on_connection_thread(db, transaction)
                 except sqlite3.Error as error:
                     raise AuditUnavailable(f"audit store write failed: {error}") from error
-                if self._pending_head is not None:
-                    self._head = self._pending_head
             return result
 
     async def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -721,9 +765,9 @@ class AuditStore:
             except sqlite3.Error as error:
                 raise AuditUnavailable(f"audit store read failed: {error}") from error
 
-    async def _append(
+    def _append(
         self,
-        db: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         kind: str,
         data_text: str,
         request_id: str | None,
@@ -732,14 +776,13 @@ class AuditStore:
     ) -> int:
         head = self._pending_head or self._head
         if head is None:
-            async with db.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1") as cur:
-                row = await cur.fetchone()
+            row = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
             head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
         seq, prev_hash = head[0] + 1, head[1]
         digest = chain_hash(
             prev_hash, seq, at, kind, request_id, client_order_id, json.loads(data_text)
         )
-        await db.execute(
+        conn.execute(
             "INSERT INTO journal (seq, at, kind, request_id, client_order_id, data, prev_hash,"
             " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, at, kind, request_id, client_order_id, data_text, prev_hash, digest),
@@ -762,11 +805,22 @@ class AuditStore:
         at: datetime | None = None,
     ) -> int:
         """Append one row and commit; returns its seq (the SSE event id)."""
-        data_text = canonical_json(data)  # a TypeError here leaves nothing half-written
-        at_text = rfc3339(at or self._now())
+        [seq] = await self.journal_many(
+            [JournalRow(kind, data, request_id, client_order_id, at)]
+        )
+        return seq
 
-        async def body(db: aiosqlite.Connection) -> int:
-            return await self._append(db, kind, data_text, request_id, client_order_id, at_text)
+    async def journal_many(self, rows: Sequence[JournalRow]) -> list[int]:
+        """Append rows in order in one transaction (one commit); returns their seqs."""
+        now = self._now()
+        texts = [  # a TypeError here leaves nothing half-written
+            (row.kind, canonical_json(row.data), row.request_id, row.client_order_id,
+             rfc3339(row.at or now))
+            for row in rows
+        ]  # fmt: skip
+
+        def body(conn: sqlite3.Connection) -> list[int]:
+            return [self._append(conn, *text) for text in texts]
 
         return await self._write(body)
 
@@ -805,9 +859,9 @@ class AuditStore:
         data_text = canonical_json(record.to_json())
         at_text = rfc3339(record.created_at)
 
-        async def body(db: aiosqlite.Connection) -> None:
+        def body(conn: sqlite3.Connection) -> None:
             try:
-                await db.execute(
+                conn.execute(
                     f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)})"
                     f" VALUES ({', '.join('?' * len(ORDER_COLUMNS))})",
                     values,
@@ -816,8 +870,8 @@ class AuditStore:
                 if "orders.client_order_id" in str(error):
                     raise DuplicateOrder(record.client_order_id) from error
                 raise
-            await self._append(
-                db,
+            self._append(
+                conn,
                 KIND_ORDER_INTENT,
                 data_text,
                 record.request_id,
@@ -832,41 +886,62 @@ class AuditStore:
 
         The journal row's data is {"id", "changes"} with the given fields in JSON form.
         """
-        unknown = set(changes) - set(ORDER_COLUMNS)
-        if unknown:
-            raise TypeError(f"orders have no field {', '.join(sorted(unknown))}")
-        frozen = set(changes) & _IMMUTABLE_FIELDS
-        if frozen:
-            raise ValueError(f"{', '.join(sorted(frozen))} cannot change after insert")
-        coerced = {name: _coerce(name, value) for name, value in changes.items()}
-        if coerced.get("updated_at") is None:
-            coerced["updated_at"] = self._now()
-        names = list(coerced)
-        at_text = rfc3339(coerced["updated_at"])
+        [updated] = await self.update_orders([OrderUpdate(client_order_id, changes)])
+        return updated
 
-        async def body(db: aiosqlite.Connection) -> OrderRecord:
-            async with db.execute(
-                f"{_ORDER_SELECT} WHERE client_order_id = ?", (client_order_id,)
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                raise OrderNotFound(client_order_id)
-            updated = dataclasses.replace(_record_from_row(row), **coerced)
-            await db.execute(
-                f"UPDATE orders SET {', '.join(f'{n} = ?' for n in names)}"
-                " WHERE client_order_id = ?",
-                [*(_db_value(n, getattr(updated, n)) for n in names), client_order_id],
-            )
-            changed = {n: _json_value(n, getattr(updated, n)) for n in names}
-            await self._append(
-                db,
-                KIND_ORDER_STATUS,
-                canonical_json({"id": updated.id, "changes": changed}),
-                None,
-                client_order_id,
-                at_text,
-            )
-            return updated
+    async def update_orders(self, updates: Sequence[OrderUpdate]) -> list[OrderRecord]:
+        """Apply the updates in order in one transaction (one commit), each with its
+        order_status row and then its own rows (a fill); returns the updated orders.
+
+        IB reports an order's acknowledgement, fills and commission in one burst: one commit
+        for the burst instead of one per report keeps the disk, and the next order's intent
+        waiting for it, out of the way.
+        """
+        now = self._now()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored: milliseconds
+        steps = []
+        for update in updates:
+            unknown = set(update.changes) - set(ORDER_COLUMNS)
+            if unknown:
+                raise TypeError(f"orders have no field {', '.join(sorted(unknown))}")
+            frozen = set(update.changes) & _IMMUTABLE_FIELDS
+            if frozen:
+                raise ValueError(f"{', '.join(sorted(frozen))} cannot change after insert")
+            coerced = {name: _coerce(name, value) for name, value in update.changes.items()}
+            if coerced.get("updated_at") is None:
+                coerced["updated_at"] = now
+            at_text = rfc3339(coerced["updated_at"])
+            extra = [(kind, canonical_json(data)) for kind, data in update.also_journal]
+            steps.append((update.client_order_id, coerced, at_text, extra))
+
+        def body(conn: sqlite3.Connection) -> list[OrderRecord]:
+            done: list[OrderRecord] = []
+            for client_order_id, coerced, at_text, extra in steps:
+                row = conn.execute(
+                    f"{_ORDER_SELECT} WHERE client_order_id = ?", (client_order_id,)
+                ).fetchone()
+                if row is None:
+                    raise OrderNotFound(client_order_id)
+                updated = dataclasses.replace(_record_from_row(row), **coerced)
+                names = list(coerced)
+                conn.execute(
+                    f"UPDATE orders SET {', '.join(f'{n} = ?' for n in names)}"
+                    " WHERE client_order_id = ?",
+                    [*(_db_value(n, getattr(updated, n)) for n in names), client_order_id],
+                )
+                changed = {n: _json_value(n, getattr(updated, n)) for n in names}
+                self._append(
+                    conn,
+                    KIND_ORDER_STATUS,
+                    canonical_json({"id": updated.id, "changes": changed}),
+                    None,
+                    client_order_id,
+                    at_text,
+                )
+                for kind, data_text in extra:
+                    self._append(conn, kind, data_text, None, client_order_id, at_text)
+                done.append(updated)
+            return done
 
         return await self._write(body)
 
@@ -877,12 +952,11 @@ class AuditStore:
         The journal keeps the intent and gets an order_released row.
         """
 
-        async def body(db: aiosqlite.Connection) -> bool:
-            async with db.execute(
+        def body(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
                 "SELECT id, status, broker_order_id FROM orders WHERE client_order_id = ?",
                 (client_order_id,),
-            ) as cur:
-                row = await cur.fetchone()
+            ).fetchone()
             if row is None:
                 return False
             order_id, status, broker_order_id = row
@@ -890,9 +964,9 @@ class AuditStore:
                 raise OrderNotDeletable(
                     f"order {client_order_id!r} is {status} at the broker; it cannot be deleted"
                 )
-            await db.execute("DELETE FROM orders WHERE client_order_id = ?", (client_order_id,))
-            await self._append(
-                db,
+            conn.execute("DELETE FROM orders WHERE client_order_id = ?", (client_order_id,))
+            self._append(
+                conn,
                 KIND_ORDER_RELEASED,
                 canonical_json({"id": order_id}),
                 None,

@@ -7,6 +7,7 @@ ORDER_ACK_TIMEOUT; after any reconnect or restart orders are reconciled by order
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from node.api.schemas import OrderRequest
-from node.audit import AuditStore, DuplicateOrder, OrderRecord
+from node.audit import KIND_FILL, AuditStore, DuplicateOrder, OrderRecord, OrderUpdate
 from node.broker import (
     Broker,
     BrokerError,
@@ -355,41 +356,64 @@ class OrderService:
         self._known_ids = await self.store.client_order_ids()
         async with self._report_queue:
             async for report in self._report_queue:
+                burst = [report]  # and whatever IB sent with it: one commit for all
+                with contextlib.suppress(anyio.WouldBlock):
+                    while True:
+                        burst.append(self._report_queue.receive_nowait())
                 try:
-                    await self.apply(report)
-                except Exception as exc:  # one bad report must not stop the others
-                    logger.exception("order report for {} not applied: {}",
-                                     report.client_order_id, exc)  # fmt: skip
+                    await self.apply_all(burst)
+                except Exception as exc:  # one bad burst must not stop the reports after it
+                    logger.exception("order reports for {} not applied: {}",
+                                     sorted({r.client_order_id for r in burst}), exc)  # fmt: skip
 
     async def apply(self, report: OrderReport) -> None:
-        cid = report.client_order_id
-        pending = self._acks.get(cid)
-        # While its POST waits, the row is the one this service last wrote: no read.
-        record = pending.committed if pending else await self.store.get_order(cid)
-        if record is None:
-            return  # not the node's order (another client's orderRef)
-        changes = self._changes(record, report)
-        if changes is None:
+        await self.apply_all([report])
+
+    async def apply_all(self, reports: list[OrderReport]) -> None:
+        """Apply reports in order, written in one transaction; then log and publish."""
+        rows: dict[str, OrderRecord] = {}  # each order's row as the reports before left it
+        updates: list[OrderUpdate] = []
+        befores: list[tuple[OrderRecord, str]] = []  # (row before, IB's status) per update
+        for report in reports:
+            cid = report.client_order_id
+            record = rows.get(cid)
+            if record is None:
+                pending = self._acks.get(cid)
+                # While its POST waits, the row is the one this service last wrote: no read.
+                record = pending.committed if pending else await self.store.get_order(cid)
+            if record is None:
+                continue  # not the node's order (another client's orderRef)
+            changes = self._changes(record, report)
+            if changes is None:
+                continue
+            if is_terminal(changes["status"]):
+                self.open_ids.discard(cid)
+            if all(getattr(record, k) == v for k, v in changes.items()):
+                continue
+            fill = (
+                [(KIND_FILL, {"filled_qty": str(report.filled),
+                              "avg_price": str(report.avg_fill_price)})]
+                if report.filled > record.filled_qty else []
+            )  # fmt: skip
+            updates.append(OrderUpdate(cid, changes, fill))
+            befores.append((record, report.broker_status))
+            rows[cid] = replace(record, **changes)
+        if not updates:
             return
-        if is_terminal(changes["status"]):
-            self.open_ids.discard(cid)
-        if all(getattr(record, k) == v for k, v in changes.items()):
-            return
-        updated = await self.store.update_order(cid, **changes)
-        if pending is not None:
-            pending.committed = updated
-        status = updated.status
-        if report.filled > record.filled_qty:
-            await self.store.journal("fill", {"filled_qty": str(report.filled),
-                                              "avg_price": str(report.avg_fill_price)},
-                                     client_order_id=cid)  # fmt: skip
-        if status != record.status:
-            if is_terminal(status):
-                self._count("outcome", status)
-            logger.info("order {} {} -> {} (IB {})", cid, record.status, status,
-                        report.broker_status)  # fmt: skip
-            self.publish({"event": sse_event_name(record.status, status),
-                          "order": updated.to_api()})  # fmt: skip
+        for (before, broker_status), updated in zip(
+            befores, await self.store.update_orders(updates), strict=True
+        ):
+            cid = updated.client_order_id
+            pending = self._acks.get(cid)
+            if pending is not None:
+                pending.committed = updated
+            if updated.status != before.status:
+                if is_terminal(updated.status):
+                    self._count("outcome", updated.status)
+                logger.info("order {} {} -> {} (IB {})", cid, before.status, updated.status,
+                            broker_status)  # fmt: skip
+                self.publish({"event": sse_event_name(before.status, updated.status),
+                              "order": updated.to_api()})  # fmt: skip
 
     def _changes(self, record: OrderRecord, report: OrderReport) -> dict[str, Any] | None:
         """The fields IB's report sets on the order; None when the report must not move it."""

@@ -3,6 +3,7 @@ SSE fan-out and audit snapshots. The lifecycle machine never depends on it."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from loguru import logger
 
 from node.api.events import EventHub, StreamEvent
 from node.api.metrics import NodeMetrics
-from node.audit import AuditStore
+from node.audit import AuditStore, JournalRow
 from node.broker import Broker, BrokerError
 from node.clock import Clock
 from node.config import Settings
@@ -185,20 +186,33 @@ class Trading:
 
     async def _write_journal(self) -> None:
         async with self._journal_out:
-            async for kind, data, request_id in self._journal_out:
-                order = data.get("order") if kind == ORDER_EVENT else None
+            async for first in self._journal_out:
+                batch = [first]  # and what queued up meanwhile: one commit for all
+                with contextlib.suppress(anyio.WouldBlock):
+                    while True:
+                        batch.append(self._journal_out.receive_nowait())
+                rows = [
+                    JournalRow(kind, data, request_id,
+                               data["order"]["client_order_id"] if kind == ORDER_EVENT else None)
+                    for kind, data, request_id in batch
+                ]  # fmt: skip
                 try:
-                    seq = await self.store.journal(
-                        kind, data, request_id=request_id,
-                        client_order_id=order["client_order_id"] if order else None,
-                    )  # fmt: skip
-                except Exception as exc:  # the daemon keeps running; the log still has it
-                    logger.error("could not journal {}: {}", kind, exc)
-                    continue
-                if kind == "transition":
-                    self.hub.publish(StreamEvent(seq, "state", data))
-                elif kind == ORDER_EVENT:
-                    self.hub.publish(StreamEvent(seq, "order", data))
+                    written = list(zip(await self.store.journal_many(rows), rows, strict=True))
+                except Exception:  # one bad row must not cost the others: one at a time
+                    written = [item for row in rows if (item := await self._journal_one(row))]
+                for seq, row in written:
+                    if row.kind == "transition":
+                        self.hub.publish(StreamEvent(seq, "state", row.data))
+                    elif row.kind == ORDER_EVENT:
+                        self.hub.publish(StreamEvent(seq, "order", row.data))
+
+    async def _journal_one(self, row: JournalRow) -> tuple[int, JournalRow] | None:
+        try:
+            [seq] = await self.store.journal_many([row])
+        except Exception as exc:  # the daemon keeps running; the log still has it
+            logger.error("could not journal {}: {}", row.kind, exc)
+            return None
+        return seq, row
 
     async def snapshot(self) -> None:
         folder = self.settings.GDRIVE_BASE_PATH

@@ -20,6 +20,7 @@ from node import audit
 from node.audit import (
     GENESIS_HASH,
     JOURNAL_KINDS,
+    KIND_FILL,
     KIND_ORDER_INTENT,
     KIND_ORDER_RELEASED,
     KIND_ORDER_STATUS,
@@ -31,9 +32,11 @@ from node.audit import (
     AuditStore,
     AuditUnavailable,
     DuplicateOrder,
+    JournalRow,
     OrderNotDeletable,
     OrderNotFound,
     OrderRecord,
+    OrderUpdate,
     chain_hash,
     export,
     verify_chain,
@@ -415,6 +418,52 @@ async def test_insert_journals_the_intent_in_the_same_transaction(store: AuditSt
     assert intent.data["qty"] == "10"
     assert intent.data["limit_price"] == "187.50"
     assert intent.data["created_at"] == "2026-01-14T15:01:02.123Z"
+
+
+async def test_journal_many_writes_rows_in_order_in_one_transaction(
+    store: AuditStore, db_path: Path
+) -> None:
+    seqs = await store.journal_many(
+        [JournalRow(KIND_TRANSITION, {"n": 1}), JournalRow("order", {"n": 2}, "r2", "pi-1")]
+    )
+    assert seqs == [1, 2]
+    entries = await store.journal_since(0)
+    assert [(e.kind, e.data, e.request_id, e.client_order_id) for e in entries] == [
+        (KIND_TRANSITION, {"n": 1}, None, None),
+        ("order", {"n": 2}, "r2", "pi-1"),
+    ]
+    with pytest.raises(TypeError):  # one bad row: none of the batch is written
+        await store.journal_many([JournalRow("x", {"ok": 1}), JournalRow("x", {"bad": object()})])
+    assert await store.last_seq() == 2
+    assert verify_chain(db_path).ok
+
+
+async def test_update_orders_applies_a_burst_in_one_transaction(
+    store: AuditStore, db_path: Path
+) -> None:
+    await store.insert_order(order("pi-a"))
+    await store.insert_order(order("pi-b"))
+    fill = (KIND_FILL, {"filled_qty": "10", "avg_price": "187.50"})
+    done = await store.update_orders([
+        OrderUpdate("pi-a", {"status": "new", "broker_status": "Submitted"}),
+        OrderUpdate("pi-b", {"status": "new", "broker_status": "Submitted"}),
+        OrderUpdate("pi-a", {"status": "filled", "filled_qty": "10"}, [fill]),
+    ])  # fmt: skip
+    assert [(r.client_order_id, r.status) for r in done] == [
+        ("pi-a", "new"), ("pi-b", "new"), ("pi-a", "filled"),
+    ]  # fmt: skip
+    assert (await store.get_order("pi-a")) == done[2]
+    rows = [(e.kind, e.client_order_id) for e in await store.journal_since(2)]
+    assert rows == [
+        (KIND_ORDER_STATUS, "pi-a"), (KIND_ORDER_STATUS, "pi-b"), (KIND_ORDER_STATUS, "pi-a"),
+        (KIND_FILL, "pi-a"),
+    ]  # fmt: skip
+    with pytest.raises(OrderNotFound):  # an unknown order rolls the whole burst back
+        await store.update_orders([
+            OrderUpdate("pi-b", {"status": "canceled"}), OrderUpdate("nope", {"status": "new"}),
+        ])  # fmt: skip
+    assert (await store.get_order("pi-b")) == done[1]
+    assert verify_chain(db_path).ok
 
 
 async def test_update_order_changes_fields_and_journals_them(
