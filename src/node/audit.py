@@ -805,9 +805,7 @@ class AuditStore:
         at: datetime | None = None,
     ) -> int:
         """Append one row and commit; returns its seq (the SSE event id)."""
-        [seq] = await self.journal_many(
-            [JournalRow(kind, data, request_id, client_order_id, at)]
-        )
+        [seq] = await self.journal_many([JournalRow(kind, data, request_id, client_order_id, at)])
         return seq
 
     async def journal_many(self, rows: Sequence[JournalRow]) -> list[int]:
