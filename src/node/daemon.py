@@ -88,6 +88,7 @@ class Daemon:
         self.trading = Trading(
             settings, clock, store, self.broker, self.operator, self.metrics,
             lambda: self.state, self.retry_after, armed_by_demo=armed_by_demo,
+            alert=lambda kind, message: self.notify(kind, message, self.state),
         )  # fmt: skip
         self.lifecycle: Lifecycle | None = None
         self._tg: TaskGroup | None = None

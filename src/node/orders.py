@@ -37,6 +37,7 @@ from node.order_status import (
     map_status,
     sse_event_name,
 )
+from node.plugins.notifiers.base import ORDER_REJECTED
 from node.ratelimit import SlidingWindowCounter
 from node.safety import GateContext, OrderIntent, Refuse, decide, dry_run
 
@@ -115,6 +116,7 @@ class OrderService:
         ack_timeout: float,
         trading_mode: str,
         count: Callable[[str, str], None] = lambda metric, label: None,
+        alert: Callable[[str, str], None] = lambda kind, message: None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -124,6 +126,7 @@ class OrderService:
         self.ack_timeout = ack_timeout
         self.trading_mode = trading_mode
         self._count = count  # ("outcome" | "gate", label) for the metrics
+        self._alert = alert  # (notice kind, message): the notifiers
         self._in_flight: set[str] = set()
         # The node's open orders, for MAX_OPEN_ORDERS without a database read per order;
         # loaded by run() and kept by insert and apply.
@@ -225,6 +228,7 @@ class OrderService:
             record = await self.store.update_order(
                 cid, status="rejected", status_reason=f"not sent: {exc}", failed_at=now
             )
+            self._alert(ORDER_REJECTED, f"order {cid} rejected: {record.status_reason}")
             self.open_ids.discard(cid)
             self._acks.pop(cid, None)
             return Placed(record, replayed=False)
@@ -412,6 +416,9 @@ class OrderService:
                     self._count("outcome", updated.status)
                 logger.info("order {} {} -> {} (IB {})", cid, before.status, updated.status,
                             broker_status)  # fmt: skip
+                if updated.status == "rejected":
+                    self._alert(ORDER_REJECTED, f"order {cid} ({updated.side} {updated.qty} "
+                                f"{updated.symbol}) rejected: {updated.status_reason}")  # fmt: skip
                 self.publish({"event": sse_event_name(before.status, updated.status),
                               "order": updated.to_api()})  # fmt: skip
 

@@ -20,6 +20,7 @@ from node.clock import Clock
 from node.config import Settings
 from node.latches import OperatorState
 from node.orders import OrderService, cancel_results
+from node.plugins.notifiers.base import KILL_SWITCH
 from node.safety import GateContext, blocked_by
 
 ORDER_EVENT = "order_event"
@@ -39,6 +40,7 @@ class Trading:
         retry_after: Callable[[], float | None],
         *,
         armed_by_demo: bool = False,
+        alert: Callable[[str, str], None] = lambda kind, message: None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -50,6 +52,7 @@ class Trading:
         self._state = state
         self._retry_after = retry_after
         self.armed_by_demo = armed_by_demo
+        self.alert = alert  # (notice kind, message): the notifiers
         self._armed_seen: bool | None = None
         self._journal_in: MemoryObjectSendStream[tuple[str, dict[str, Any], str | None]]
         self._journal_out: MemoryObjectReceiveStream[tuple[str, dict[str, Any], str | None]]
@@ -62,7 +65,7 @@ class Trading:
         self.orders = OrderService(
             store, broker, clock, self.gate_context, self.publish_order_event,
             ack_timeout=settings.ORDER_ACK_TIMEOUT, trading_mode=settings.TRADING_MODE,
-            count=self._count,
+            count=self._count, alert=alert,
         )  # fmt: skip
 
     def _count(self, metric: str, label: str) -> None:
@@ -137,6 +140,8 @@ class Trading:
         connected = self.broker.connected and self._state() in ("SERVING", "DEGRADED", "CONNECTED")
         self.operator.engage_kill(None if connected else scope)
         logger.warning("request {}: KILL SWITCH engaged (scope {})", request_id, scope)
+        self.alert(KILL_SWITCH, f"kill switch engaged (scope {scope}): no order goes out until "
+                   "`ibkr-node ctl clear-kill` on the laptop")  # fmt: skip
         await self.store.journal("kill_switch", {"engaged": True, "scope": scope,
                                                  "pending": not connected},
                                  request_id=request_id)  # fmt: skip

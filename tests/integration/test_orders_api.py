@@ -117,6 +117,10 @@ async def test_ib_reject_is_a_rejected_order(trading: Any) -> None:
         order = (await http.get("/v1/orders/by-client-id/rej-1")).json()
         assert "201" in order["status_reason"]
         assert order["failed_at"] is not None
+    await until(lambda: "order_rejected" in trading.notifier.kinds())
+    [notice] = [n for n in trading.notifier.notices if n.kind == "order_rejected"]
+    assert "rej-1" in notice.message
+    assert "201" in notice.message
 
 
 async def test_unknown_symbol_leaves_the_id_free(trading: Any) -> None:
@@ -212,6 +216,7 @@ async def test_kill_switch_latches_cancels_and_blocks(trading: Any) -> None:
         killed = await http.post("/v1/kill")
         assert killed.status_code == 202
         assert killed.json()["pending"] is False
+        await until(lambda: "kill_switch" in trading.notifier.kinds())
         assert [c["id"] for c in killed.json()["canceled"]] == [resting["id"]]
         await until_status(http, "k-1", "canceled")
         refused = await http.post("/v1/orders", json=market("k-2"))
