@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -25,6 +26,26 @@ class _ToLoguru(logging.Handler):
         )
 
 
+@dataclass(frozen=True)
+class LogFolder:
+    """Where the log file was meant to go and where it went (None: console only)."""
+
+    wanted: Path | None = None
+    used: Path | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        return self.wanted is not None and self.used != self.wanted
+
+
+# Logging is configured once per process, like loguru's own logger; /v1/health reports it.
+_folder = LogFolder()
+
+
+def log_folder() -> LogFolder:
+    return _folder
+
+
 def configure_logging(
     level: str = "INFO",
     fmt: str = "text",
@@ -43,6 +64,7 @@ def configure_logging(
     logger.add(sys.stderr, level=level, format=text_format, serialize=serialize, colorize=False)
     # Library chatter below WARNING (httpx logs whole URLs at INFO) stays out.
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
+    global _folder
     used: Path | None = None
     for folder in (log_dir, fallback_dir):
         if folder is None:
@@ -57,4 +79,5 @@ def configure_logging(
             continue
         used = folder
         break
+    _folder = LogFolder(log_dir, used)
     return used

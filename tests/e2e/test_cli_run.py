@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -191,3 +192,26 @@ async def test_keygen_writes_and_rotates(env: dict[str, str], tmp_path: Path) ->
     rotated = await cli("keygen", "--rotate", env=env, cwd=tmp_path)
     new_key = rotated.stdout.decode().strip().splitlines()[-1]
     assert key_file.read_text().split() == [new_key, key]
+
+
+async def test_an_unwritable_log_folder_falls_back_and_health_says_so(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder should be\n")
+    env = {**env, "LOG_FILE_PATH": str(blocker / "logs")}
+    async with daemon("--demo", env=env, cwd=tmp_path) as process:
+        await read_until(process, b"demo API key:")
+        await until_state(0, env, tmp_path)
+        key = (Path(env["STATE_DIR"]) / "demo_api_key.txt").read_text().split()[0]
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            health = await http.get(f"http://127.0.0.1:{env['API_PORT']}/health",
+                                    headers={"X-API-Key": key})  # fmt: skip
+        [check] = health.json()["checks"]["logs:folder"]
+        assert check["status"] == "warn"
+        assert check["observedValue"] == str(Path(env["STATE_DIR"]) / "logs")
+        assert str(blocker / "logs") in check["output"]
+        assert (Path(env["STATE_DIR"]) / "logs" / "api.log").exists()
+        assert (await cli("ctl", "shutdown", env=env, cwd=tmp_path)).returncode == 0
+        with anyio.fail_after(WAIT):
+            assert await process.wait() == 0

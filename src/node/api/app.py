@@ -17,6 +17,7 @@ from node.api.access import AccessMiddleware, Network
 from node.api.keys import KeyRing
 from node.api.metrics import HttpMetricsMiddleware, NodeMetrics
 from node.api.problems import problem
+from node.logs import log_folder
 
 ADMIN_ACTIONS = (
     "start", "stop", "release", "reset-backoff", "clear-latch", "clear-kill", "shutdown",
@@ -74,6 +75,14 @@ def create_app(
                                        "observedUnit": "ms", "status": status}],
             },
         }  # fmt: skip
+        logs = log_folder()
+        if logs.wanted is not None:
+            body["checks"]["logs:folder"] = [{  # type: ignore[index]
+                "observedValue": str(logs.used) if logs.used else None,
+                "status": "warn" if logs.fell_back else "pass",
+                **({"output": f"cannot write to {logs.wanted}; logging to "
+                              f"{logs.used or 'the console only'}"} if logs.fell_back else {}),
+            }]  # fmt: skip
         return Response(json.dumps(body), status_code=503 if status == "fail" else 200,
                         media_type="application/health+json")  # fmt: skip
 
