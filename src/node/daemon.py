@@ -361,7 +361,9 @@ class Daemon:
 
 
 def install_break_handler(daemon: Daemon) -> None:
-    """Windows: CTRL_BREAK (what a task scheduler or `taskkill` sends) shuts down tidily.
+    """Windows: CTRL_BREAK (a parent's GenerateConsoleCtrlEvent, or Ctrl+Break in the console)
+    shuts down tidily. Task Scheduler's End and `taskkill /F` terminate the process instead: the
+    Job Object then ends the gateway, and `ibkr-node ctl shutdown` is the tidy way.
 
     The handler runs on the event loop's own thread between two steps of the loop, so it
     must not wait for the loop (anyio.from_thread would deadlock): it only schedules.
