@@ -74,6 +74,12 @@ catch {
 $ibcIni = Resolve-NodePath ([string](Get-ConfigValue $config 'IBC_INI'))
 if ($ibcIni -and (Test-Path -LiteralPath $ibcIni -PathType Leaf)) {
     Set-OwnerOnlyAcl -Path $ibcIni
+    # The backups of a replaced config.ini hold the previous password: the same ACL.
+    $folder = Split-Path -Parent $ibcIni
+    $pattern = (Split-Path -Leaf $ibcIni) + '.bak-*'
+    foreach ($backup in @(Get-ChildItem -LiteralPath $folder -Filter $pattern -File -ErrorAction SilentlyContinue)) {
+        Set-OwnerOnlyAcl -Path $backup.FullName
+    }
 }
 elseif ($code -eq 0) {
     Write-Host "IBC_INI ($ibcIni) was not found after writing it; check IBC_INI in $EnvFile" -ForegroundColor Yellow
