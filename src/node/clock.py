@@ -42,6 +42,10 @@ class Clock(Protocol):
         """Return once `when` (aware) has come; at once if it already has."""
         ...
 
+    async def wait(self, event: anyio.Event, seconds: float) -> bool:
+        """Wait for `event` at most `seconds`; True when it was set."""
+        ...
+
 
 class RealClock:
     def now(self) -> datetime:
@@ -54,6 +58,13 @@ class RealClock:
         # The delay is fixed at the call: a wall-clock jump during the sleep is not followed.
         # The window task bounds its sleeps by CLOCK_TICK and detects jumps itself.
         await anyio.sleep(max(0.0, (_require_aware(when) - self.now()).total_seconds()))
+
+    async def wait(self, event: anyio.Event, seconds: float) -> bool:
+        # A cancel scope with a deadline: no task to start and to wind down per wait, which
+        # matters on the order path (a POST waits for IB's first report this way).
+        with anyio.move_on_after(seconds):
+            await event.wait()
+        return event.is_set()
 
 
 @dataclass(eq=False)
@@ -102,6 +113,18 @@ class ManualClock:
             # Cancelled before its time: the deadline must no longer count as pending.
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    async def wait(self, event: anyio.Event, seconds: float) -> bool:
+        async with anyio.create_task_group() as tg:
+
+            async def deadline() -> None:
+                await self.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(deadline)
+            await event.wait()
+            tg.cancel_scope.cancel()
+        return event.is_set()
 
     @property
     def sleepers(self) -> int:

@@ -237,15 +237,7 @@ class OrderService:
         logger.info("request {} order {} sent to IB as #{} ({} {} {} {})", request_id, cid,
                     broker_id, request.side, request.qty, request.symbol, request.type)  # fmt: skip
         self.publish({"event": "pending_new", "order": record.to_api()})
-        async with anyio.create_task_group() as tg:
-
-            async def deadline() -> None:
-                await self.clock.sleep(self.ack_timeout)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(deadline)
-            await waiter.event.wait()
-            tg.cancel_scope.cancel()
+        await self.clock.wait(waiter.event, self.ack_timeout)
         self._acks.pop(cid, None)
         if waiter.answer is not None:
             # IB's first report: the 201 does not wait for its commit (the intent is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -849,3 +850,35 @@ async def test_real_clock() -> None:
     with anyio.fail_after(HANG_GUARD):
         await clock.sleep(0)
         await clock.sleep_until(now - timedelta(hours=1))
+
+
+async def test_wait_returns_whether_the_event_came_before_the_deadline() -> None:
+    clock = ManualClock(datetime(2026, 1, 14, 12, 0, tzinfo=UTC))
+    event = anyio.Event()
+    results: list[bool] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _record(clock.wait(event, 5), results))
+        await clock.wait_for_sleepers()
+        clock.advance(4.9)
+        event.set()
+    assert results == [True]
+
+    late = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _record(clock.wait(late, 5), results))
+        await clock.wait_for_sleepers()
+        clock.advance(5)
+    assert results == [True, False]
+    assert clock.sleepers == 0
+
+
+async def test_real_clock_wait() -> None:
+    clock = RealClock()
+    event = anyio.Event()
+    event.set()
+    assert await clock.wait(event, 60) is True
+    assert await clock.wait(anyio.Event(), 0) is False
+
+
+async def _record(waiting: Any, results: list[bool]) -> None:
+    results.append(await waiting)
