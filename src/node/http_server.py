@@ -26,6 +26,9 @@ def bind_addresses(host: str, port: int) -> list[str]:
     return binds
 
 
+KEEP_ALIVE_TIMEOUT = 30.0  # seconds an idle keep-alive connection stays open
+
+
 def hypercorn_config(
     binds: list[str], cert_file: str | None = None, key_file: str | None = None
 ) -> Config:
@@ -35,6 +38,10 @@ def hypercorn_config(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 2.0
     config.include_server_header = False
+    # Longer than the Retry-After of an order refused while the gateway is away (5 s): a
+    # client that waits as told and reuses its connection must not meet the server closing
+    # it at that very moment (hypercorn's default is exactly 5 s).
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     if cert_file and key_file:
         config.certfile = cert_file
         config.keyfile = key_file

@@ -363,7 +363,13 @@ async def test_gateway_crash_during_200_orders_loses_nothing_and_sends_nothing_t
         async def place(cid: str) -> None:
             nonlocal answered_2xx
             for _ in range(MAX_ATTEMPTS):
-                response = await n.http.post("/v1/orders", json=bodies[cid])
+                try:
+                    response = await n.http.post("/v1/orders", json=bodies[cid])
+                except httpx.TransportError:
+                    # A keep-alive connection closed under the request: resend the same
+                    # client_order_id, as the Pi does (the node's idempotency makes it safe).
+                    retried["transport-error"] += 1
+                    continue
                 if response.status_code in (200, 201):
                     answers[cid] = response.json()
                     answered_2xx += 1
