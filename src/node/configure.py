@@ -22,11 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from node import envfile, ibc_setup
 from node.config import PATH_SETTINGS, ConfigError, Settings, default_state_dir, load_settings
 from node.plugins.launchers.ibc import parse_ibc_ini, start_script
+
+T = TypeVar("T")
 
 PROG = "ibkr-node configure"
 LAUNCHERS = ("ibc", "exe", "external", "sim")
@@ -117,16 +119,21 @@ def register(commands: Any) -> None:
         help="replace an existing env file without asking (a backup is kept)",
     )
     parser.add_argument(
-        "--lan-ip", type=_ip_arg, metavar="IP", help="this laptop's LAN IP (API_BIND_HOST)"
+        "--lan-ip",
+        type=_argument(check_ip),
+        metavar="IP",
+        help="this laptop's LAN IP (API_BIND_HOST)",
     )
-    parser.add_argument("--pi-ip", type=_ip_arg, metavar="IP", help="the Pi's IP (PI_IP)")
+    parser.add_argument(
+        "--pi-ip", type=_argument(check_ip), metavar="IP", help="the Pi's IP (PI_IP)"
+    )
     parser.add_argument(
         "--sync-folder",
         metavar="PATH",
         help="the sync folder (GDRIVE_BASE_PATH); 'none' for no sync folder",
     )
     parser.add_argument("--state-dir", metavar="PATH", help="STATE_DIR")
-    parser.add_argument("--api-port", type=_port_arg, metavar="N", help="API_PORT")
+    parser.add_argument("--api-port", type=_argument(check_port), metavar="N", help="API_PORT")
     parser.add_argument("--launcher", choices=LAUNCHERS, help="GATEWAY_LAUNCHER (default: ibc)")
     parser.add_argument(
         "--gateway-path",
@@ -166,7 +173,7 @@ def register(commands: Any) -> None:
     )
     ibc.add_argument(
         "--trusted-ips",
-        type=_trusted_arg,
+        type=_argument(ibc_setup.parse_trusted_ips),
         default=["127.0.0.1"],
         metavar="IPS",
         help="comma-separated addresses for jts.ini's TrustedIPs (default: 127.0.0.1)",
@@ -189,7 +196,9 @@ def register(commands: Any) -> None:
         description="Add the comma-separated addresses (or networks) to ALLOWED_IPS, keeping "
         "its order and the rest of the file; a backup is kept. Already there: no change.",
     )
-    allow.add_argument("ips", type=_allowed_arg, metavar="IPS", help="e.g. 192.168.1.60,10.0.0.7")
+    allow.add_argument(
+        "ips", type=_argument(parse_allowed), metavar="IPS", help="e.g. 192.168.1.60,10.0.0.7"
+    )
     allow.set_defaults(standalone_handler=allow_ips)
 
     show = actions.add_parser(
@@ -202,32 +211,16 @@ def register(commands: Any) -> None:
     show.set_defaults(standalone_handler=show_settings)
 
 
-def _ip_arg(text: str) -> str:
-    try:
-        return check_ip(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a check that raises ValueError with the reason."""
 
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-def _port_arg(text: str) -> str:
-    try:
-        return check_port(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _trusted_arg(text: str) -> list[str]:
-    try:
-        return ibc_setup.parse_trusted_ips(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _allowed_arg(text: str) -> list[str]:
-    try:
-        return parse_allowed(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 # ------------------------------------------------------------------ checks (one reason)
