@@ -75,6 +75,7 @@ __all__ = [
     "VerifyResult",
     "canonical_json",
     "chain_hash",
+    "chain_hash_of_text",
     "check_location",
     "export",
     "new_order_id",
@@ -295,7 +296,24 @@ def chain_hash(
     data: Any,
 ) -> str:
     """sha256 hex of prev_hash followed by the canonical JSON of the row's content."""
-    body = canonical_json([seq, at, kind, request_id, client_order_id, data])
+    return chain_hash_of_text(
+        prev_hash, seq, at, kind, request_id, client_order_id, canonical_json(data)
+    )
+
+
+def chain_hash_of_text(
+    prev_hash: str,
+    seq: int,
+    at: str,
+    kind: str,
+    request_id: str | None,
+    client_order_id: str | None,
+    data_text: str,
+) -> str:
+    """`chain_hash` for data already in canonical JSON (as stored): the row's canonical JSON
+    is the list's, with the data's text as its last element, so nothing is parsed again."""
+    head = canonical_json([seq, at, kind, request_id, client_order_id])
+    body = f"{head[:-1]},{data_text}]"
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
@@ -779,8 +797,8 @@ class AuditStore:
             row = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
             head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
         seq, prev_hash = head[0] + 1, head[1]
-        digest = chain_hash(
-            prev_hash, seq, at, kind, request_id, client_order_id, json.loads(data_text)
+        digest = chain_hash_of_text(
+            prev_hash, seq, at, kind, request_id, client_order_id, data_text
         )
         conn.execute(
             "INSERT INTO journal (seq, at, kind, request_id, client_order_id, data, prev_hash,"

@@ -37,7 +37,9 @@ from node.audit import (
     OrderNotFound,
     OrderRecord,
     OrderUpdate,
+    canonical_json,
     chain_hash,
+    chain_hash_of_text,
     export,
     verify_chain,
 )
@@ -254,6 +256,16 @@ async def test_a_row_written_behind_the_stores_back_never_forks_the_chain(
     assert await fill_journal(store, 1) == [head + 2]
     assert verify_chain(db_path).ok
     assert await store.last_seq() == head + 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{}, [], None, "", {"b": [1, 2.5, None], "a": 'é\u2028"q"'}, {"nested": {"z": {}, "y": []}}],
+)
+async def test_chain_hash_of_the_stored_text_equals_the_hash_of_the_data(data: Any) -> None:
+    for request_id, client_order_id in ((None, None), ("r-1", "pi-1")):
+        args = ("0" * 64, 7, "2026-01-14T09:00:03.500Z", "order", request_id, client_order_id)
+        assert chain_hash_of_text(*args, canonical_json(data)) == chain_hash(*args, data)
 
 
 async def test_journal_since_filters_and_limits(store: AuditStore) -> None:
