@@ -670,11 +670,12 @@ class AuditStore:
         self._db: aiosqlite.Connection | None = db
         self._clock = clock
         self._lock = anyio.Lock()
-        # The journal's head (seq, hash) as of the last commit, so an append costs no read.
-        # Only this process writes (one daemon per STATE_DIR), and seq is the primary key:
-        # another writer would make the INSERT fail, never fork the chain silently.
+        # The journal's head (seq, hash) as of the last commit, so an append costs no read;
+        # forgotten when another connection has written (PRAGMA data_version) or on a
+        # rollback. seq is the primary key: nothing can fork the chain silently anyway.
         self._head: tuple[int, str] | None = None
         self._pending_head: tuple[int, str] | None = None
+        self._data_version: int | None = None
 
     @classmethod
     async def open(
@@ -754,6 +755,12 @@ class AuditStore:
         def transaction(conn: sqlite3.Connection) -> T:
             self._pending_head = None
             conn.execute("BEGIN IMMEDIATE")
+            # Changes when another connection has committed since this one last looked: then
+            # the head kept in memory may be stale. Read under the write lock, so it holds.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._head = None
+                self._data_version = version
             try:
                 result = body(conn)
                 conn.execute("COMMIT")

@@ -138,9 +138,13 @@ class OrderService:
         self._known_ids: set[str] | None = None
         self._cancel_requested: set[str] = set()
         self._accepted = SlidingWindowCounter(60.0)  # for MAX_ORDERS_PER_MINUTE
-        self._reports: MemoryObjectSendStream[OrderReport]
-        self._report_queue: MemoryObjectReceiveStream[OrderReport]
-        self._reports, self._report_queue = anyio.create_memory_object_stream[OrderReport](math.inf)
+        # IB's reports, and flush markers (an Event set once everything before it is applied):
+        # one task applies them all, in order, so no two writers compute from stale rows.
+        self._reports: MemoryObjectSendStream[OrderReport | anyio.Event]
+        self._report_queue: MemoryObjectReceiveStream[OrderReport | anyio.Event]
+        self._reports, self._report_queue = anyio.create_memory_object_stream[
+            OrderReport | anyio.Event
+        ](math.inf)
         broker.on_order_report = self._on_report
 
     # ------------------------------------------------------------------ placing
@@ -206,6 +210,8 @@ class OrderService:
             if self._known_ids is not None:
                 self._known_ids.add(cid)
         except DuplicateOrder:
+            if self._known_ids is not None:
+                self._known_ids.add(cid)  # stored after all: the next try replays or refuses
             raise OrderProblem(
                 "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
             ) from None
@@ -237,8 +243,10 @@ class OrderService:
         logger.info("request {} order {} sent to IB as #{} ({} {} {} {})", request_id, cid,
                     broker_id, request.side, request.qty, request.symbol, request.type)  # fmt: skip
         self.publish({"event": "pending_new", "order": record.to_api()})
-        await self.clock.wait(waiter.event, self.ack_timeout)
-        self._acks.pop(cid, None)
+        try:
+            await self.clock.wait(waiter.event, self.ack_timeout)
+        finally:  # a cancelled POST (client gone) must not leave its waiter behind
+            self._acks.pop(cid, None)
         if waiter.answer is not None:
             # IB's first report: the 201 does not wait for its commit (the intent is
             # durable; a crash before the commit is mended by reconcile).
@@ -337,30 +345,60 @@ class OrderService:
     def _on_report(self, report: OrderReport) -> None:
         """IB's report, as ib_async hands it over: a waiting POST is answered at once, then
         the report is queued for apply(), which makes it durable in order."""
+        self._reports.send_nowait(report)  # first: nothing below may cost the durable path
         waiter = self._acks.get(report.client_order_id)
-        if (waiter is not None and waiter.answer is None
-                and report.broker_status not in PENDING_BROKER_STATUSES):  # fmt: skip
-            changes = self._changes(waiter.committed, report)
-            waiter.answer = waiter.committed if changes is None else replace(waiter.committed,
-                                                                             **changes)  # fmt: skip
-            waiter.event.set()
-        self._reports.send_nowait(report)
+        if (waiter is None or report.broker_order_id != waiter.committed.broker_order_id
+                or (waiter.answer is None
+                    and report.broker_status in PENDING_BROKER_STATUSES)):  # fmt: skip
+            return
+        # Until the POST resumes (after ib_async's whole callback chain), later reports refine
+        # the answer: ib_async reports IB's refusal as Cancelled, then the error that makes it
+        # a rejection, in one call.
+        base = waiter.answer or waiter.committed
+        changes = self._changes(base, report)
+        waiter.answer = base if changes is None else replace(base, **changes)
+        waiter.event.set()
 
     async def run(self) -> None:
         """Apply IB's order reports to the store, in order (a task of the daemon)."""
         self.open_ids |= {record.client_order_id for record in await self.store.open_orders()}
         self._known_ids = await self.store.client_order_ids()
         async with self._report_queue:
-            async for report in self._report_queue:
-                burst = [report]  # and whatever IB sent with it: one commit for all
+            async for item in self._report_queue:
+                queued = [item]  # and whatever IB sent with it: one commit for all
                 with contextlib.suppress(anyio.WouldBlock):
                     while True:
-                        burst.append(self._report_queue.receive_nowait())
-                try:
-                    await self.apply_all(burst)
-                except Exception as exc:  # one bad burst must not stop the reports after it
-                    logger.exception("order reports for {} not applied: {}",
-                                     sorted({r.client_order_id for r in burst}), exc)  # fmt: skip
+                        queued.append(self._report_queue.receive_nowait())
+                burst: list[OrderReport] = []
+                for entry in queued:
+                    if isinstance(entry, OrderReport):
+                        burst.append(entry)
+                        continue
+                    await self._apply_burst(burst)
+                    burst = []
+                    entry.set()  # a flush marker: everything before it is applied
+                await self._apply_burst(burst)
+
+    async def _apply_burst(self, burst: list[OrderReport]) -> None:
+        if not burst:
+            return
+        try:
+            await self.apply_all(burst)
+            return
+        except Exception as exc:
+            if len(burst) == 1:  # one bad report must not stop the reports after it
+                logger.exception("order report for {} not applied: {}",
+                                 burst[0].client_order_id, exc)  # fmt: skip
+                return
+            logger.warning("order reports not applied together ({}); one at a time", exc)
+        for report in burst:  # a failed commit costs no other report
+            await self._apply_burst([report])
+
+    async def flush_reports(self) -> None:
+        """Return once every report queued so far is applied (run() must be running)."""
+        done = anyio.Event()
+        self._reports.send_nowait(done)
+        await done.wait()
 
     async def apply(self, report: OrderReport) -> None:
         await self.apply_all([report])
@@ -380,11 +418,7 @@ class OrderService:
             if record is None:
                 continue  # not the node's order (another client's orderRef)
             changes = self._changes(record, report)
-            if changes is None:
-                continue
-            if is_terminal(changes["status"]):
-                self.open_ids.discard(cid)
-            if all(getattr(record, k) == v for k, v in changes.items()):
+            if changes is None or all(getattr(record, k) == v for k, v in changes.items()):
                 continue
             fill = (
                 [(KIND_FILL, {"filled_qty": str(report.filled),
@@ -400,6 +434,8 @@ class OrderService:
             befores, await self.store.update_orders(updates), strict=True
         ):
             cid = updated.client_order_id
+            if is_terminal(updated.status):
+                self.open_ids.discard(cid)
             pending = self._acks.get(cid)
             if pending is not None:
                 pending.committed = updated
@@ -416,6 +452,8 @@ class OrderService:
 
     def _changes(self, record: OrderRecord, report: OrderReport) -> dict[str, Any] | None:
         """The fields IB's report sets on the order; None when the report must not move it."""
+        if report.filled < record.filled_qty:
+            return None  # older than what is stored: IB's filled quantity never goes down
         status = map_status(
             report.broker_status, report.filled, report.remaining,
             cancel_requested=record.client_order_id in self._cancel_requested,
@@ -464,7 +502,8 @@ class OrderService:
         for record in await self.store.open_orders():
             report = reports.get(record.client_order_id)
             if report is not None:
-                await self.apply(report)
+                # Through the queue, behind the reports already in it: one writer, in order.
+                self._reports.send_nowait(report)
                 matched += 1
             elif record.broker_order_id is None or record.status == "pending_new":
                 await self.store.update_order(
@@ -473,6 +512,7 @@ class OrderService:
                 )  # fmt: skip
                 self.open_ids.discard(record.client_order_id)
                 missing += 1
+        await self.flush_reports()
         summary = f"{matched} orders reconciled by orderRef, {missing} never reached IB"
         await self.store.journal("reconcile", {"matched": matched, "missing": missing})
         return summary

@@ -197,8 +197,7 @@ class Trading:
                     while True:
                         batch.append(self._journal_out.receive_nowait())
                 rows = [
-                    JournalRow(kind, data, request_id,
-                               data["order"]["client_order_id"] if kind == ORDER_EVENT else None)
+                    JournalRow(kind, data, request_id, _client_order_id(kind, data))
                     for kind, data, request_id in batch
                 ]  # fmt: skip
                 try:
@@ -245,3 +244,9 @@ class Trading:
         with anyio.CancelScope(shield=True):
             await self.snapshot()
             await self.store.close()
+
+
+def _client_order_id(kind: str, data: dict[str, Any]) -> str | None:
+    order = data.get("order") if kind == ORDER_EVENT else None
+    cid = order.get("client_order_id") if isinstance(order, dict) else None
+    return cid if isinstance(cid, str) else None

@@ -113,6 +113,8 @@ async def test_ib_reject_is_a_rejected_order(trading: Any) -> None:
     async with client(trading) as http:
         response = await http.post("/v1/orders", json=market("rej-1"))
         assert response.status_code == 201
+        # ib_async reports IB's refusal as Cancelled, then the error: the 201 says rejected.
+        assert response.json()["status"] == "rejected", response.json()
         await until_status(http, "rej-1", "rejected")
         order = (await http.get("/v1/orders/by-client-id/rej-1")).json()
         assert "201" in order["status_reason"]

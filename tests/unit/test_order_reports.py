@@ -1,0 +1,133 @@
+"""OrderService applies IB's reports through one queue: reconcile's view and the live reports
+never race, a stale report never undoes a newer one, a failed commit costs no other report.
+A real AuditStore; the broker is a stand-in that hands reports over as ib_async would."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from node.api.schemas import OrderRequest
+from node.audit import AuditStore, AuditUnavailable, OrderRecord
+from node.broker import OrderReport
+from node.clock import ManualClock
+from node.orders import OrderService, request_hash
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 11, 23, 17, tzinfo=UTC)
+
+
+@dataclass
+class StandInBroker:
+    """What OrderService needs of the broker for reports and reconcile."""
+
+    reports: list[OrderReport] = field(default_factory=list)
+    on_order_report: Any = None
+
+    async def refresh_completed(self) -> None:
+        return None
+
+    def order_reports(self) -> list[OrderReport]:
+        return list(self.reports)
+
+
+@dataclass
+class Running:
+    store: AuditStore
+    broker: StandInBroker
+    service: OrderService
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    clock = ManualClock(T0)
+    store = await AuditStore.open(tmp_path / "audit.db", clock=clock.now)
+    broker = StandInBroker()
+
+    async def no_gate() -> Any:
+        raise AssertionError("no order is placed here")
+
+    service = OrderService(store, broker, clock, no_gate, lambda event: None,  # type: ignore[arg-type]
+                           ack_timeout=5, trading_mode="paper")  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(service.run)
+        await service.flush_reports()  # run() is up and has loaded its sets
+        yield Running(store, broker, service)
+        tg.cancel_scope.cancel()
+    await store.close()
+
+
+async def intent(store: AuditStore, cid: str, broker_id: int) -> None:
+    request = OrderRequest(client_order_id=cid, symbol="AAPL", side="buy", type="market",
+                           qty=Decimal(100))  # fmt: skip
+    record = OrderRecord.new(request, request_hash=request_hash(request), trading_mode="paper",
+                             con_id=265598, at=T0)  # fmt: skip
+    await store.insert_order(replace(record, broker_order_id=broker_id))
+
+
+def report(cid: str, status: str, filled: int, broker_id: int = 7) -> OrderReport:
+    return OrderReport(client_order_id=cid, broker_order_id=broker_id, perm_id=99,
+                       broker_status=status, filled=Decimal(filled),
+                       remaining=Decimal(100 - filled),
+                       avg_fill_price=Decimal(10) if filled else None)  # fmt: skip
+
+
+async def fill_rows(store: AuditStore, cid: str) -> list[str]:
+    return [e.data["filled_qty"] for e in await store.journal_since(0)
+            if e.kind == "fill" and e.client_order_id == cid]  # fmt: skip
+
+
+async def test_reconcile_and_a_queued_report_journal_one_fill(running: Running) -> None:
+    await intent(running.store, "r-1", 7)
+    filled = report("r-1", "Filled", 100)
+    running.broker.reports = [filled]  # IB's view after a reconnect...
+    running.broker.on_order_report(filled)  # ...and the same fill, already queued
+    await running.service.reconcile()
+    assert await fill_rows(running.store, "r-1") == ["100"]
+    order = await running.store.get_order("r-1")
+    assert order is not None
+    assert order.status == "filled"
+
+
+async def test_a_stale_report_never_undoes_a_newer_one(running: Running) -> None:
+    await intent(running.store, "r-2", 7)
+    running.broker.on_order_report(report("r-2", "Submitted", 60))
+    running.broker.on_order_report(report("r-2", "Submitted", 30))  # older, late
+    await running.service.flush_reports()
+    order = await running.store.get_order("r-2")
+    assert order is not None
+    assert order.filled_qty == 60
+    assert await fill_rows(running.store, "r-2") == ["60"]
+
+
+async def test_a_failed_commit_costs_no_other_report(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await intent(running.store, "a-1", 1)
+    await intent(running.store, "b-1", 2)
+    real = running.store.update_orders
+    failures = [AuditUnavailable("audit store write failed: disk I/O error")]
+
+    async def once_unavailable(updates: Any) -> Any:
+        if failures and len(updates) > 1:
+            raise failures.pop()
+        return await real(updates)
+
+    monkeypatch.setattr(running.store, "update_orders", once_unavailable)
+    running.broker.on_order_report(report("a-1", "Filled", 100, broker_id=1))
+    running.broker.on_order_report(report("b-1", "Filled", 100, broker_id=2))  # one burst
+    await running.service.flush_reports()
+    assert not failures, "the burst was not written together first"
+    for cid in ("a-1", "b-1"):
+        order = await running.store.get_order(cid)
+        assert order is not None
+        assert order.status == "filled", cid
+        assert await fill_rows(running.store, cid) == ["100"]
