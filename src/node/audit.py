@@ -641,6 +641,9 @@ class OrderUpdate:
     client_order_id: str
     changes: Mapping[str, Any]
     also_journal: Sequence[tuple[str, dict[str, Any]]] = ()
+    # Leave a finished order as it is (checked inside the transaction): a cancel request
+    # that meets a fill committed meanwhile must not reopen the order.
+    only_if_open: bool = False
 
 
 def check_location(path: Path, sync_folder: Path | None) -> Path:
@@ -935,17 +938,21 @@ class AuditStore:
                 coerced["updated_at"] = now
             at_text = rfc3339(coerced["updated_at"])
             extra = [(kind, canonical_json(data)) for kind, data in update.also_journal]
-            steps.append((update.client_order_id, coerced, at_text, extra))
+            steps.append((update.client_order_id, coerced, at_text, extra, update.only_if_open))
 
         def body(conn: sqlite3.Connection) -> list[OrderRecord]:
             done: list[OrderRecord] = []
-            for client_order_id, coerced, at_text, extra in steps:
+            for client_order_id, coerced, at_text, extra, only_if_open in steps:
                 row = conn.execute(
                     f"{_ORDER_SELECT} WHERE client_order_id = ?", (client_order_id,)
                 ).fetchone()
                 if row is None:
                     raise OrderNotFound(client_order_id)
-                updated = dataclasses.replace(_record_from_row(row), **coerced)
+                current = _record_from_row(row)
+                if only_if_open and current.status in TERMINAL_STATUSES:
+                    done.append(current)
+                    continue
+                updated = dataclasses.replace(current, **coerced)
                 names = list(coerced)
                 conn.execute(
                     f"UPDATE orders SET {', '.join(f'{n} = ?' for n in names)}"

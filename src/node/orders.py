@@ -325,7 +325,13 @@ class OrderService:
                 "the gateway does not know this order yet; retry shortly",
                 5.0,
             )
-        updated = await self.store.update_order(record.client_order_id, status="pending_cancel")
+        [updated] = await self.store.update_orders(
+            [OrderUpdate(record.client_order_id, {"status": "pending_cancel"}, only_if_open=True)]
+        )
+        if is_terminal(updated.status):  # IB finished it while the cancel was on its way
+            raise OrderProblem(
+                "order-not-cancelable", 409, f"order {record.id} is already {updated.status}"
+            )
         await self.store.journal("cancel", {"id": record.id}, request_id=request_id,
                                  client_order_id=record.client_order_id)  # fmt: skip
         self.publish({"event": "pending_cancel", "order": updated.to_api()})

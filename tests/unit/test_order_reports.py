@@ -18,7 +18,7 @@ from node.api.schemas import OrderRequest
 from node.audit import AuditStore, AuditUnavailable, OrderRecord
 from node.broker import OrderReport
 from node.clock import ManualClock
-from node.orders import OrderService, request_hash
+from node.orders import OrderProblem, OrderService, request_hash
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +31,12 @@ class StandInBroker:
 
     reports: list[OrderReport] = field(default_factory=list)
     on_order_report: Any = None
+    connected: bool = True
+    cancels: list[int] = field(default_factory=list)
+
+    def cancel_order(self, broker_order_id: int) -> bool:
+        self.cancels.append(broker_order_id)
+        return True
 
     async def refresh_completed(self) -> None:
         return None
@@ -131,3 +137,22 @@ async def test_a_failed_commit_costs_no_other_report(
         assert order is not None
         assert order.status == "filled", cid
         assert await fill_rows(running.store, cid) == ["100"]
+
+
+async def test_a_cancel_that_meets_a_fill_does_not_reopen_the_order(running: Running) -> None:
+    await intent(running.store, "c-1", 7)
+    running.broker.on_order_report(report("c-1", "Submitted", 0))
+    await running.service.flush_reports()
+    seen = await running.store.get_order("c-1")  # what the DELETE route read: new
+    assert seen is not None
+    assert seen.status == "new"
+    running.broker.on_order_report(report("c-1", "Filled", 100))  # IB fills it meanwhile
+    await running.service.flush_reports()
+    rows_before = len(await running.store.journal_since(0))
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.cancel(seen, "req-cancel")
+    assert (refused.value.status, refused.value.slug) == (409, "order-not-cancelable")
+    order = await running.store.get_order("c-1")
+    assert order is not None
+    assert order.status == "filled"  # not pending_cancel: nothing reopened it
+    assert len(await running.store.journal_since(0)) == rows_before
