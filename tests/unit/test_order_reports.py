@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from node.api.schemas import OrderRequest
@@ -19,6 +20,7 @@ from node.audit import AuditStore, AuditUnavailable, OrderRecord
 from node.broker import OrderReport
 from node.clock import ManualClock
 from node.orders import OrderProblem, OrderService, request_hash
+from node.safety import GateContext
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +39,18 @@ class StandInBroker:
     def cancel_order(self, broker_order_id: int) -> bool:
         self.cancels.append(broker_order_id)
         return True
+
+    # placing: IB never answers here
+    sent: list[Any] = field(default_factory=list)
+
+    async def con_id(self, symbol: str) -> int:
+        return 265598
+
+    def reserve_order_id(self) -> int:
+        return 40 + len(self.sent)
+
+    def place_order(self, spec: Any, order_id: int) -> None:
+        self.sent.append((spec, order_id))
 
     async def refresh_completed(self) -> None:
         return None
@@ -156,3 +170,33 @@ async def test_a_cancel_that_meets_a_fill_does_not_reopen_the_order(running: Run
     assert order is not None
     assert order.status == "filled"  # not pending_cancel: nothing reopened it
     assert len(await running.store.journal_since(0)) == rows_before
+
+
+OPEN_GATE = GateContext(
+    kill_switch=False, state="SERVING", next_retry_in=None, orders_enabled=True, armed=True,
+    trading_mode="paper", live_override=False, account="DU1234567", max_order_qty=None,
+    max_order_notional=None, max_open_orders=None, open_orders=0, symbol_allowlist=frozenset(),
+    max_orders_per_minute=None, orders_last_minute=0, rate_window_frees_in=None,
+)  # fmt: skip
+
+
+async def test_a_post_cancelled_while_waiting_leaves_no_waiter(running: Running) -> None:
+    async def open_gate() -> GateContext:
+        return OPEN_GATE
+
+    running.service.gate_context = open_gate
+    request = OrderRequest(client_order_id="w-1", symbol="AAPL", side="buy", type="market",
+                           qty=Decimal(100))  # fmt: skip
+    with anyio.CancelScope() as scope:  # the client went away while IB was silent
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(running.service.place, request, "req-w")
+            with anyio.fail_after(10):
+                while not running.broker.sent:
+                    await anyio.lowlevel.checkpoint()
+            scope.cancel()
+    assert "w-1" not in running.service._acks
+    running.broker.on_order_report(report("w-1", "Filled", 100, broker_id=40))
+    await running.service.flush_reports()
+    order = await running.store.get_order("w-1")  # applied from the store, not a stale waiter
+    assert order is not None
+    assert order.status == "filled"
