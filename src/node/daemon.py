@@ -166,7 +166,7 @@ class Daemon:
 
     @property
     def state(self) -> str:
-        return self.lifecycle.state if self.lifecycle is not None else State.OFF.value
+        return self.lifecycle.current if self.lifecycle is not None else State.OFF.value
 
     def state_document(self) -> dict[str, Any]:
         s = self.settings

@@ -124,6 +124,10 @@ class Lifecycle:
         self.visit = 0
         self.since = ctx.clock.now()
         self.reason = "daemon started"
+        # The state as observers see it: set together with since, reason and the record, so a
+        # snapshot never shows a new state with the old reason (the machine's own `state`
+        # changes a step before its after-callback runs).
+        self.current = State.OFF.value
         self.transitions: deque[TransitionRecord] = deque(maxlen=RECENT_TRANSITIONS)
         self._work: anyio.CancelScope | None = None
         self.machine = AsyncMachine(
@@ -168,6 +172,7 @@ class Lifecycle:
         self.reason = reason
         record = TransitionRecord(self.since, source, self.state, event.trigger.value, reason)
         self.transitions.append(record)
+        self.current = self.state
         logger.info("{} -> {} on {}: {}", source, self.state, event.trigger.value, reason)
         self._on_transition(record)
         if self._work is not None:
