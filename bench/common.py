@@ -36,6 +36,21 @@ class Budget:
         return time.monotonic() - self.started
 
 
+PERFORMANCE_DOC = ROOT / "docs" / "PERFORMANCE.md"
+
+
+def write_section(begin: str, end: str, block: str) -> None:
+    """Replace the text between the markers in docs/PERFORMANCE.md (append it if absent)."""
+    text = f"{begin}\n{block}\n{end}"
+    doc = PERFORMANCE_DOC.read_text() if PERFORMANCE_DOC.exists() else "# Performance\n"
+    if begin in doc and end in doc:
+        before, rest = doc.split(begin, 1)
+        PERFORMANCE_DOC.write_text(before + text + rest.split(end, 1)[1])
+        return
+    PERFORMANCE_DOC.parent.mkdir(parents=True, exist_ok=True)
+    PERFORMANCE_DOC.write_text(doc.rstrip() + "\n\n" + text + "\n")
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct free loopback ports (held together while chosen, then released)."""
     socks = []

@@ -106,6 +106,11 @@ class RestartBudget:
     def used(self, now: datetime) -> int:
         return len(self._in_window(self._load().starts, now))
 
+    def usage(self, now: datetime) -> tuple[int, int]:
+        """(starts used in the window, backoff attempt) from one read of the file."""
+        state = self._load()
+        return len(self._in_window(state.starts, now)), state.attempt
+
     def available(self, now: datetime) -> bool:
         return self.used(now) < self.limit
 

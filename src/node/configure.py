@@ -468,23 +468,22 @@ class Wizard:
 
     # ------------------------------------------------------------------ path checks
 
-    def check_folder(self, text: str) -> str:
+    def _existing(self, text: str, holds: Callable[[Path], bool], problem: str) -> str:
         path = os.path.expanduser(text)
-        if not self.resolve(path).is_dir():
-            raise ValueError(f"{path} is not a folder (is the sync client running?)")
+        if not holds(self.resolve(path)):
+            raise ValueError(f"{path} {problem}")
         return path
+
+    def check_folder(self, text: str) -> str:
+        return self._existing(text, Path.is_dir, "is not a folder (is the sync client running?)")
 
     def check_exists(self, text: str) -> str:
-        path = os.path.expanduser(text)
-        if not self.resolve(path).exists():
-            raise ValueError(f"{path} does not exist")
-        return path
+        return self._existing(text, Path.exists, "does not exist")
 
     def check_gateway_exe(self, text: str) -> str:
-        path = os.path.expanduser(text)
-        if not self.resolve(path).is_file():
-            raise ValueError(f"{path} is not a file (the gateway's executable, ibgateway.exe)")
-        return path
+        return self._existing(
+            text, Path.is_file, "is not a file (the gateway's executable, ibgateway.exe)"
+        )
 
     def check_ibc_folder(self, text: str) -> str:
         path = os.path.expanduser(text)

@@ -175,6 +175,7 @@ class Daemon:
         info = self.broker.info
         heartbeat = self.broker.heartbeat
         next_change = self.window.next_change(now)
+        used, attempt = self.budget.usage(now)  # one read of restart_state.json
         return {
             "state": self.state,
             "since": utc_text(lc.since if lc else now),
@@ -204,13 +205,13 @@ class Daemon:
                 "misses": heartbeat.misses,
             },
             "restarts": {
-                "used": self.budget.used(now),
+                "used": used,
                 "limit": s.MAX_RESTARTS_PER_HOUR,
                 "window_s": 3600,
                 "next_retry_at": utc_text(self.ctx.next_retry_at)
                 if self.state == State.BACKOFF
                 else None,
-                "attempt": self.budget.attempt,
+                "attempt": attempt,
             },
             "gates": self.trading.gates_document(),
             "transitions": [t.as_dict() for t in reversed(lc.transitions)] if lc else [],

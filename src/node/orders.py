@@ -7,7 +7,6 @@ ORDER_ACK_TIMEOUT; after any reconnect or restart orders are reconciled by order
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from node.order_status import (
     sse_event_name,
 )
 from node.plugins.notifiers.base import ORDER_REJECTED
+from node.queues import with_queued
 from node.ratelimit import SlidingWindowCounter
 from node.safety import GateContext, OrderIntent, Refuse, decide, dry_run
 
@@ -371,10 +371,7 @@ class OrderService:
         self._known_ids = await self.store.client_order_ids()
         async with self._report_queue:
             async for item in self._report_queue:
-                queued = [item]  # and whatever IB sent with it: one commit for all
-                with contextlib.suppress(anyio.WouldBlock):
-                    while True:
-                        queued.append(self._report_queue.receive_nowait())
+                queued = with_queued(item, self._report_queue)  # IB's burst: one commit
                 burst: list[OrderReport] = []
                 for entry in queued:
                     if isinstance(entry, OrderReport):
@@ -405,9 +402,6 @@ class OrderService:
         done = anyio.Event()
         self._reports.send_nowait(done)
         await done.wait()
-
-    async def apply(self, report: OrderReport) -> None:
-        await self.apply_all([report])
 
     async def apply_all(self, reports: list[OrderReport]) -> None:
         """Apply reports in order, written in one transaction; then log and publish."""

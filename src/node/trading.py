@@ -3,7 +3,6 @@ SSE fan-out and audit snapshots. The lifecycle machine never depends on it."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from node.config import Settings
 from node.latches import OperatorState
 from node.orders import OrderService, cancel_results
 from node.plugins.notifiers.base import KILL_SWITCH
+from node.queues import with_queued
 from node.safety import GateContext, blocked_by
 
 ORDER_EVENT = "order_event"
@@ -192,10 +192,7 @@ class Trading:
     async def _write_journal(self) -> None:
         async with self._journal_out:
             async for first in self._journal_out:
-                batch = [first]  # and what queued up meanwhile: one commit for all
-                with contextlib.suppress(anyio.WouldBlock):
-                    while True:
-                        batch.append(self._journal_out.receive_nowait())
+                batch = with_queued(first, self._journal_out)  # one commit for all
                 rows = [
                     JournalRow(kind, data, request_id, _client_order_id(kind, data))
                     for kind, data, request_id in batch
