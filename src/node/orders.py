@@ -349,9 +349,20 @@ class OrderService:
     # ------------------------------------------------------------------ IB's reports
 
     def _on_report(self, report: OrderReport) -> None:
-        """IB's report, as ib_async hands it over: a waiting POST is answered at once, then
-        the report is queued for apply(), which makes it durable in order."""
-        self._reports.send_nowait(report)  # first: nothing below may cost the durable path
+        """IB's report, as ib_async hands it over: a waiting POST is answered, and the report
+        is queued for apply(), which makes it durable in order.
+
+        The answer comes first so that the POST's task is woken before the one that applies
+        the burst (tasks run in the order they were woken): the 201 goes out before the
+        burst's commit is prepared. The queueing is in `finally`, so nothing in the answer
+        can cost the durable path.
+        """
+        try:
+            self._answer(report)
+        finally:
+            self._reports.send_nowait(report)
+
+    def _answer(self, report: OrderReport) -> None:
         waiter = self._acks.get(report.client_order_id)
         if (waiter is None or report.broker_order_id != waiter.committed.broker_order_id
                 or (waiter.answer is None

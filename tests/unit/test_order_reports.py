@@ -18,7 +18,7 @@ import pytest
 from node.api.schemas import OrderRequest
 from node.audit import AuditStore, AuditUnavailable, OrderRecord
 from node.broker import OrderReport
-from node.clock import ManualClock
+from node.clock import ManualClock, RealClock
 from node.orders import OrderProblem, OrderService, request_hash
 from node.safety import GateContext
 
@@ -200,3 +200,41 @@ async def test_a_post_cancelled_while_waiting_leaves_no_waiter(running: Running)
     order = await running.store.get_order("w-1")  # applied from the store, not a stale waiter
     assert order is not None
     assert order.status == "filled"
+
+
+async def test_the_post_is_answered_before_the_burst_is_applied(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks run in the order they were woken: the waiting POST must be woken before the task
+    that applies the burst, or the 201 waits for the burst's commit to be prepared. The real
+    clock, as in the daemon: the manual one waits in a task group, which adds a task to wake."""
+    running.service.gate_context = lambda: _open_gate()
+    running.service.clock = RealClock()
+    happened: list[str] = []
+    real = running.store.update_orders
+
+    async def recording(updates: Any) -> Any:
+        happened.append("burst applied")
+        return await real(updates)
+
+    monkeypatch.setattr(running.store, "update_orders", recording)
+    request = OrderRequest(client_order_id="f-1", symbol="AAPL", side="buy", type="market",
+                           qty=Decimal(100))  # fmt: skip
+
+    async def post() -> None:
+        placed = await running.service.place(request, "req-f")
+        happened.append(f"answered {placed.record.status}")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(post)
+        with anyio.fail_after(10):
+            while not running.broker.sent:
+                await anyio.lowlevel.checkpoint()
+        running.broker.on_order_report(report("f-1", "Submitted", 0, broker_id=40))
+        running.broker.on_order_report(report("f-1", "Filled", 100, broker_id=40))  # one burst
+    await running.service.flush_reports()
+    assert happened == ["answered filled", "burst applied"]
+
+
+async def _open_gate() -> GateContext:
+    return OPEN_GATE
