@@ -77,6 +77,7 @@ from node.config import Settings
 
 HOST = "127.0.0.1"
 BASELINE_CLIENT_ID = 77  # the daemon uses IB_CLIENT_ID 1
+FLOOR_CLIENT_ID = 78
 SYMBOL = "SPY"
 ACK = ("PreSubmitted", "Submitted", "Filled")  # the daemon's ack: any status past PendingSubmit
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,36 +91,27 @@ ORDER_GAP = 0.05  # seconds between order pairs: 20 orders/s per client, under i
 CONNECTIONS = 8  # concurrent keep-alive connections for requests/s
 STRACE_ORDERS = 10  # extra orders placed with strace attached to the daemon (not timed)
 
-FULL = {"latency": 3000, "warmup": 200, "orders": 200, "order_warmup": 5, "rps": 10000,
+FULL = {"latency": 3000, "warmup": 200, "orders": 200, "order_warmup": 5, "floor_orders": 100,
+        "rps": 10000,
         "rps_rounds": 3}  # fmt: skip
-QUICK = {"latency": 500, "warmup": 100, "orders": 40, "order_warmup": 3, "rps": 3000,
+QUICK = {"latency": 500, "warmup": 100, "orders": 40, "order_warmup": 3, "floor_orders": 20,
+         "rps": 3000,
          "rps_rounds": 2}  # fmt: skip
 
 TARGET_RATIO = 1.5
 TARGET_ADDED_MS = 3.0
 TARGET_RSS_MB = 150.0
 
-# The baseline server: the daemon's own Hypercorn setup, one Starlette route, nothing else.
-BARE_SERVER = """\
-import json, signal, sys
+# Shared by the two server scripts below: serve `app` on the daemon's own Hypercorn setup
+# (node.http_server: same config, same bind) until SIGTERM or SIGINT.
+SERVE = """\
+import signal
 import anyio
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from node.http_server import bind_sockets, hypercorn_config, serve_http
 
-port, doc_file = int(sys.argv[1]), sys.argv[2]
-with open(doc_file, encoding="utf-8") as f:
-    document = json.load(f)
-
-async def state(request):
-    return JSONResponse(document)
-
-app = Starlette(routes=[Route("/v1/state", state)])
-config = hypercorn_config([f"127.0.0.1:{port}"])
-sockets = bind_sockets(config)
-
-async def main():
+async def serve_until_signal(app, port):
+    config = hypercorn_config([f"127.0.0.1:{port}"])
+    sockets = bind_sockets(config)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(serve_http, app, config, sockets, stop)
@@ -128,9 +120,84 @@ async def main():
             async for _ in signals:
                 break
         stop.set()
+"""
+
+# The baseline server: one Starlette route, nothing else.
+BARE_SERVER = (
+    SERVE
+    + """\
+import json, sys
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+port, doc_file = int(sys.argv[1]), sys.argv[2]
+with open(doc_file, encoding="utf-8") as f:
+    document = json.load(f)
+
+async def state(request):
+    return JSONResponse(document)
+
+anyio.run(serve_until_signal, Starlette(routes=[Route("/v1/state", state)]), port)
+"""
+)
+# The floor: the least any server honouring the order contract does for an order. HTTP in,
+# the intent committed before sending (aiosqlite, WAL, synchronous=FULL: one INSERT in
+# autocommit, one hand-over to its thread), ib_async placeOrder, its first ack, HTTP out.
+# No key, no gates, no journal chain, no status mapping: the node's own cost is the rest.
+# Its ib_async session is connected as the baseline's is (ib_async's defaults: positions and
+# account updates too, as the daemon's), so each of its orders brings the same burst.
+FLOOR_SERVER = (
+    SERVE
+    + """\
+import asyncio, json, sys
+import aiosqlite
+from ib_async import IB, MarketOrder, Stock
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+port, gateway_port, client_id, db_path, account, symbol = sys.argv[1:7]
+ACK = ("PreSubmitted", "Submitted", "Filled")
+
+async def main():
+    db = await aiosqlite.connect(db_path, isolation_level=None)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=FULL")
+    await db.execute("CREATE TABLE intents (client_order_id TEXT PRIMARY KEY, body TEXT)")
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", int(gateway_port), clientId=int(client_id), timeout=10)
+    contract = Stock(symbol, "SMART", "USD")
+    await ib.qualifyContractsAsync(contract)
+
+    async def place(request):
+        body = await request.json()
+        cid = body["client_order_id"]
+        await db.execute("INSERT INTO intents VALUES (?, ?)", (cid, json.dumps(body)))
+        order = MarketOrder(body["side"].upper(), float(body["qty"]))
+        order.tif, order.orderRef, order.account = "DAY", cid, account
+        acked = asyncio.get_running_loop().create_future()
+
+        def on_status(trade):
+            if trade.orderStatus.status in ACK and not acked.done():
+                acked.set_result(trade.orderStatus.status)
+
+        trade = ib.placeOrder(contract, order)
+        trade.statusEvent += on_status
+        status = await asyncio.wait_for(acked, 10)
+        trade.statusEvent -= on_status
+        return JSONResponse({"client_order_id": cid, "status": status}, status_code=201)
+
+    try:
+        await serve_until_signal(Starlette(routes=[Route("/v1/orders", place, methods=["POST"])]),
+                                 port)
+    finally:
+        ib.disconnect()
+        await db.close()
 
 anyio.run(main)
 """
+)
 IMPORTS = "import node.cli, node.runtime, node.daemon, node.api.trading, node.api.openapi"
 
 
@@ -333,16 +400,19 @@ class Daemon:
                 await self.http.aclose()
 
 
-class BareServer:
-    """The baseline: BARE_SERVER in a child process of the same interpreter."""
+class ChildServer:
+    """A server script run by a child process of the same interpreter on a free port; it
+    prints "ready" once it serves."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], document: dict[str, Any]) -> None:
+    def __init__(self, name: str, script: str, args: list[str], workdir: Path,
+                 env: dict[str, str]) -> None:  # fmt: skip
+        self.name = name
+        self.script = script
         self.port = free_ports(1)[0]
-        self.doc_file = workdir / "bare-document.json"
-        self.doc_file.write_text(json.dumps(document), encoding="utf-8")
+        self.args = [str(self.port), *args]
         self.workdir = workdir
         self.env = env
-        self.log = workdir / "bare.log"
+        self.log = workdir / f"{name}.log"
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -353,14 +423,14 @@ class BareServer:
     async def start(self, budget: Budget) -> None:
         with self.log.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", BARE_SERVER, str(self.port), str(self.doc_file),
+                sys.executable, "-c", self.script, *self.args,
                 cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=err, start_new_session=True,
             )  # fmt: skip
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), budget.cap(WAIT_CAP))
         if line.strip() != b"ready":
-            raise BenchFailed(f"the bare server did not start:\n{tail(self.log)}")
+            raise BenchFailed(f"the {self.name} server did not start:\n{tail(self.log)}")
 
     async def close(self) -> None:
         proc = self.proc
@@ -372,6 +442,20 @@ class BareServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 10)
                 break
+
+
+def bare_server(workdir: Path, env: dict[str, str], document: dict[str, Any]) -> ChildServer:
+    """The baseline of the HTTP figures: BARE_SERVER serving the daemon's state document."""
+    doc_file = workdir / "bare-document.json"
+    doc_file.write_text(json.dumps(document), encoding="utf-8")
+    return ChildServer("bare", BARE_SERVER, [str(doc_file)], workdir, env)
+
+
+def floor_server(workdir: Path, env: dict[str, str], daemon: Daemon, account: str) -> ChildServer:
+    """FLOOR_SERVER on the daemon's simulator, with its own audit file on the same disk."""
+    args = [str(daemon.gateway_port), str(FLOOR_CLIENT_ID), str(workdir / "floor.db"), account,
+            SYMBOL]  # fmt: skip
+    return ChildServer("floor", FLOOR_SERVER, args, workdir, env)
 
 
 async def import_rss(env: dict[str, str], workdir: Path, budget: Budget) -> int:
@@ -409,7 +493,7 @@ class Results:
         self.statuses.setdefault(kind, Counter())[status] += 1
 
 
-async def memory(res: Results, daemon: Daemon, bare: BareServer, sim_pid: int | None,
+async def memory(res: Results, daemon: Daemon, bare: ChildServer, sim_pid: int | None,
                  when: str) -> None:  # fmt: skip
     for name, pid in (("daemon", daemon.pid), ("sim", sim_pid), ("bare", bare.pid)):
         if pid is None:
@@ -423,7 +507,7 @@ async def memory(res: Results, daemon: Daemon, bare: BareServer, sim_pid: int | 
         res.values[f"hwm.{when}.{name}"] = status["VmHWM"]
 
 
-async def state_latency(res: Results, daemon: Daemon, bare: BareServer, counts: dict[str, int],
+async def state_latency(res: Results, daemon: Daemon, bare: ChildServer, counts: dict[str, int],
                         budget: Budget) -> None:  # fmt: skip
     """Sequential GETs, alternating daemon and bare server, httpx then the raw client."""
     assert daemon.http is not None
@@ -478,82 +562,116 @@ async def state_latency(res: Results, daemon: Daemon, bare: BareServer, counts: 
         await bare_raw.close()
 
 
-async def orders(res: Results, daemon: Daemon, counts: dict[str, int], budget: Budget,
-                 account: str) -> None:  # fmt: skip
+class Baseline:
+    """The ib_async client (client id BASELINE_CLIENT_ID) straight to the daemon's simulator."""
+
+    def __init__(self, res: Results, gateway_port: int, account: str) -> None:
+        self.res = res
+        self.gateway_port = gateway_port
+        self.account = account
+        self.ib = IB()
+        self.contract = Stock(SYMBOL, "SMART", "USD")
+        self.run = dt.datetime.now(dt.UTC).strftime("%H%M%S")
+        self.placed = 0
+
+    async def connect(self) -> None:
+        await self.ib.connectAsync(HOST, self.gateway_port, clientId=BASELINE_CLIENT_ID,
+                                   timeout=10)  # fmt: skip
+        await asyncio.wait_for(self.ib.qualifyContractsAsync(self.contract), REQUEST_TIMEOUT)
+
+    async def place(self, side: str) -> float:
+        """placeOrder → the first PreSubmitted / Submitted / Filled status, in seconds."""
+        self.placed += 1
+        order = MarketOrder(side.upper(), 1)
+        order.tif = "DAY"
+        order.orderRef = f"bench-ib-{self.run}-{self.placed}"
+        order.account = self.account
+        acked: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def on_status(trade: Trade) -> None:
+            status = trade.orderStatus.status
+            if status in ACK and not acked.done():
+                acked.set_result(status)
+            elif status in ("Inactive", "Cancelled", "ApiCancelled") and not acked.done():
+                acked.set_exception(BenchFailed(f"ib_async order {status}: {trade.log}"))
+
+        t0 = time.perf_counter()
+        trade = self.ib.placeOrder(self.contract, order)
+        trade.statusEvent += on_status
+        status = await asyncio.wait_for(acked, REQUEST_TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        trade.statusEvent -= on_status
+        self.res.seen("ib_async", status)
+        return elapsed
+
+
+async def post_order(client: RawClient, cid: str, side: str) -> float:
+    """One 1-share market order through the minimal client to its 201, in seconds."""
+    body = json.dumps({"client_order_id": cid, "symbol": SYMBOL, "side": side,
+                       "type": "market", "qty": "1"}).encode()  # fmt: skip
+    t0 = time.perf_counter()
+    status = await client.post_json("/v1/orders", body)
+    elapsed = time.perf_counter() - t0
+    if status != 201:
+        raise BenchFailed(f"POST /v1/orders on port {client.port}: {status} "
+                          f"{client.body[:300]!r}")  # fmt: skip
+    return elapsed
+
+
+async def alternate(count: int, warmup: int, budget: Budget, first: Any, second: Any,
+                    after: Any = None) -> list[tuple[float, float]]:  # fmt: skip
+    """``count`` timed pairs after ``warmup`` untimed ones: first(i, side) and second(i, side)
+    one ORDER_GAP apart, which goes first alternating, buy and sell pairs alternating (the
+    position stays flat); ``after(i, side, recorded)`` runs after each pair."""
+    pairs: list[tuple[float, float]] = []
+    for i in range(warmup + count):
+        budget.cap(1)
+        side = "buy" if i % 2 == 0 else "sell"  # net flat after every two pairs
+        in_order = (i // 2) % 2 == 0  # each side, each path first half the time
+        a = await (first if in_order else second)(i, side)
+        await asyncio.sleep(ORDER_GAP / 2)
+        b = await (second if in_order else first)(i, side)
+        if i >= warmup:
+            pairs.append((a, b) if in_order else (b, a))
+        if after is not None:
+            await after(i, side, i >= warmup)
+        await asyncio.sleep(ORDER_GAP / 2)
+    return pairs
+
+
+async def orders(res: Results, daemon: Daemon, baseline: Baseline, counts: dict[str, int],
+                 budget: Budget) -> None:  # fmt: skip
     """POST /v1/orders → 201 against ib_async placeOrder → first ack, interleaved; after each
-    pair, for reference, one audit store commit and one aiosqlite round trip in this process."""
+    pair, for reference, the same POST through httpx, one audit store commit and one
+    aiosqlite round trip in this process."""
     assert daemon.http is not None
-    ib = IB()
-    await ib.connectAsync(HOST, daemon.gateway_port, clientId=BASELINE_CLIENT_ID, timeout=10)
     probe = await AuditStore.open(daemon.workdir / "probe" / "audit.db")
     memory_db = await aiosqlite.connect(":memory:")
     raw = RawClient(daemon.api_port, "/v1/orders", {"Authorization": f"Bearer {daemon.key}"})
+    run = baseline.run
     try:
-        contract = Stock(SYMBOL, "SMART", "USD")
-        await asyncio.wait_for(ib.qualifyContractsAsync(contract), REQUEST_TIMEOUT)
-        run = dt.datetime.now(dt.UTC).strftime("%H%M%S")
 
         async def via_api(i: int, side: str) -> float:
             """The minimal client: what is timed is the node, not an HTTP library."""
-            body = json.dumps({"client_order_id": f"bench-{run}-{i}", "symbol": SYMBOL,
-                               "side": side, "type": "market", "qty": "1"}).encode()  # fmt: skip
-            t0 = time.perf_counter()
-            status = await raw.post_json("/v1/orders", body)
-            elapsed = time.perf_counter() - t0
-            if status != 201:
-                raise BenchFailed(f"POST /v1/orders: {status} {raw.body[:300]!r}")
+            elapsed = await post_order(raw, f"bench-{run}-{i}", side)
             res.seen("node", str(json.loads(raw.body).get("status")))
             return elapsed
 
-        async def via_httpx(i: int, side: str) -> float:
-            """The same POST through httpx, for reference (a client library's own cost)."""
+        async def via_ib_async(i: int, side: str) -> float:
+            return await baseline.place(side)
+
+        async def references(i: int, side: str, recorded: bool) -> None:
+            """The same POST through httpx (a client library's own cost), then the probes."""
             assert daemon.http is not None
+            await asyncio.sleep(ORDER_GAP / 4)
             body = {"client_order_id": f"bench-httpx-{run}-{i}", "symbol": SYMBOL, "side": side,
                     "type": "market", "qty": "1"}  # fmt: skip
             t0 = time.perf_counter()
             response = await daemon.http.post("/v1/orders", json=body)
-            elapsed = time.perf_counter() - t0
+            via_httpx = time.perf_counter() - t0
             if response.status_code != 201:
                 raise BenchFailed(f"POST /v1/orders (httpx): {response.status_code} "
                                   f"{response.text[:300]}")  # fmt: skip
-            return elapsed
-
-        async def via_ib_async(i: int, side: str) -> float:
-            order = MarketOrder(side.upper(), 1)
-            order.tif = "DAY"
-            order.orderRef = f"bench-ib-{run}-{i}"
-            order.account = account
-            acked: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-            def on_status(trade: Trade) -> None:
-                status = trade.orderStatus.status
-                if status in ACK and not acked.done():
-                    acked.set_result(status)
-                elif status in ("Inactive", "Cancelled", "ApiCancelled") and not acked.done():
-                    acked.set_exception(BenchFailed(f"ib_async order {status}: {trade.log}"))
-
-            t0 = time.perf_counter()
-            trade = ib.placeOrder(contract, order)
-            trade.statusEvent += on_status
-            status = await asyncio.wait_for(acked, REQUEST_TIMEOUT)
-            elapsed = time.perf_counter() - t0
-            trade.statusEvent -= on_status
-            res.seen("ib_async", status)
-            return elapsed
-
-        total = counts["order_warmup"] + counts["orders"]
-        for i in range(total):
-            budget.cap(1)
-            side = "buy" if i % 2 == 0 else "sell"  # net flat after every two pairs
-            api_first = (i // 2) % 2 == 0  # each side, each order first half the time
-            first = via_api if api_first else via_ib_async
-            second = via_ib_async if api_first else via_api
-            a = await first(i, side)
-            await asyncio.sleep(ORDER_GAP / 2)
-            b = await second(i, side)
-            node_t, base_t = (a, b) if api_first else (b, a)
-            await asyncio.sleep(ORDER_GAP / 4)
-            via_httpx_t = await via_httpx(i, side)
             await asyncio.sleep(ORDER_GAP / 4)
             t0 = time.perf_counter()
             await probe.journal("bench", {"i": i})
@@ -561,19 +679,43 @@ async def orders(res: Results, daemon: Daemon, counts: dict[str, int], budget: B
             t0 = time.perf_counter()
             await memory_db.execute_fetchall("SELECT 1")
             hop = time.perf_counter() - t0
-            if i >= counts["order_warmup"]:
-                res.add("order.node", node_t)
-                res.add("order.ib_async", base_t)
-                res.add("order.added", node_t - base_t)
-                res.add("order.httpx", via_httpx_t)
+            if recorded:
+                res.add("order.httpx", via_httpx)
                 res.add("probe.commit", commit)
                 res.add("probe.hop", hop)
-            await asyncio.sleep(ORDER_GAP / 4)
+
+        pairs = await alternate(counts["orders"], counts["order_warmup"], budget, via_api,
+                                via_ib_async, references)  # fmt: skip
+        for node_t, base_t in pairs:
+            res.add("order.node", node_t)
+            res.add("order.ib_async", base_t)
+            res.add("order.added", node_t - base_t)
     finally:
-        ib.disconnect()
         await raw.close()
         await memory_db.close()
         await probe.close()
+
+
+async def floor_orders(res: Results, floor: ChildServer, baseline: Baseline,
+                       counts: dict[str, int], budget: Budget) -> None:  # fmt: skip
+    """The floor server's POST → 201 against ib_async placeOrder → first ack, interleaved."""
+    raw = RawClient(floor.port, "/v1/orders")
+    try:
+
+        async def via_floor(i: int, side: str) -> float:
+            return await post_order(raw, f"bench-floor-{baseline.run}-{i}", side)
+
+        async def via_ib_async(i: int, side: str) -> float:
+            return await baseline.place(side)
+
+        pairs = await alternate(counts["floor_orders"], counts["order_warmup"], budget,
+                                via_floor, via_ib_async)  # fmt: skip
+        for floor_t, base_t in pairs:
+            res.add("floor.floor", floor_t)
+            res.add("floor.ib_async", base_t)
+            res.add("floor.added", floor_t - base_t)
+    finally:
+        await raw.close()
 
 
 async def load(port: int, headers: dict[str, str] | None, count: int, pid: int,
@@ -610,7 +752,7 @@ async def load(port: int, headers: dict[str, str] | None, count: int, pid: int,
     return wall, cpu, own
 
 
-async def throughput(res: Results, daemon: Daemon, bare: BareServer, counts: dict[str, int],
+async def throughput(res: Results, daemon: Daemon, bare: ChildServer, counts: dict[str, int],
                      budget: Budget) -> None:  # fmt: skip
     headers = {"Authorization": f"Bearer {daemon.key}"}
     targets = [("node", daemon.api_port, headers, daemon.pid), ("bare", bare.port, None, bare.pid)]
@@ -693,7 +835,7 @@ async def bench(args: argparse.Namespace) -> Results:
     counts = QUICK if args.quick else FULL
     top = Path(tempfile.mkdtemp(prefix="ibkr-api-bench-", dir=args.tmpdir))
     daemon = Daemon(top, env, args.profile)
-    bare: BareServer | None = None
+    bare: ChildServer | None = None
     try:
         try:
             print("starting the daemon", file=sys.stderr)
@@ -702,7 +844,7 @@ async def bench(args: argparse.Namespace) -> Results:
             account = doc["gateway"]["account"] or "DU1234567"
             res.values["state_keys"] = len(doc)
             res.values["transitions"] = len(doc.get("transitions", []))
-            bare = BareServer(top, env, doc)
+            bare = bare_server(top, env, doc)
             await bare.start(budget)
             res.values["rss.imports"] = await import_rss(env, top, budget)
             await asyncio.sleep(budget.cap(IDLE_SETTLE))
@@ -710,7 +852,22 @@ async def bench(args: argparse.Namespace) -> Results:
             print(f"GET /v1/state latency ({budget.elapsed():.0f} s)", file=sys.stderr)
             await state_latency(res, daemon, bare, counts, budget)
             print(f"order round trips ({budget.elapsed():.0f} s)", file=sys.stderr)
-            await orders(res, daemon, counts, budget, account)
+            baseline = Baseline(res, daemon.gateway_port, account)
+            await baseline.connect()
+            try:
+                await orders(res, daemon, baseline, counts, budget)
+                print(f"floor server's order round trips ({budget.elapsed():.0f} s)",
+                      file=sys.stderr)  # fmt: skip
+                # Started only now: its session gets every order's account burst too, which
+                # would load the machine while the daemon is timed.
+                floor = floor_server(top, env, daemon, account)
+                await floor.start(budget)
+                try:
+                    await floor_orders(res, floor, baseline, counts, budget)
+                finally:
+                    await floor.close()
+            finally:
+                baseline.ib.disconnect()
             print(f"requests per second ({budget.elapsed():.0f} s)", file=sys.stderr)
             await throughput(res, daemon, bare, counts, budget)
             if not args.no_strace:
@@ -839,6 +996,35 @@ def order_table(res: Results) -> str:
     return "\n".join(lines)
 
 
+def floor_table(res: Results) -> str:
+    floor, base = stats(res.get("floor.floor")), stats(res.get("floor.ib_async"))
+    added = stats(res.get("floor.added"))
+    if floor is None or base is None or added is None:
+        return "(no floor server round trips measured)"
+    rows = [
+        (f"floor server: `POST /v1/orders` (HTTP, one fsync'd intent row, ib_async client id "
+         f"{FLOOR_CLIENT_ID}) → 201", "floor.floor", floor),
+        (f"baseline: ib_async `placeOrder` (client id {BASELINE_CLIENT_ID}) → first ack",
+         "floor.ib_async", base),
+        ("per pair: floor − baseline", "floor.added", added),
+    ]  # fmt: skip
+    lines = ["| path | orders | p50 | p99 | min | max |", "|---|---|---|---|---|---|"]
+    for label, key, (p50, p99, low, high) in rows:
+        lines.append(f"| {label} | {len(res.get(key))} | {ms(p50)} | {ms(p99)} | {ms(low)} "
+                     f"| {ms(high)} |")  # fmt: skip
+    lines += [
+        "",
+        "| added by the floor server | p50 | p99 |",
+        "|---|---|---|",
+        f"| floor p − baseline p | **{ms(floor[0] - base[0])}** | {ms(floor[1] - base[1])} |",
+    ]
+    node, node_base = stats(res.get("order.node")), stats(res.get("order.ib_async"))
+    if node is not None and node_base is not None:
+        lines.append(f"| for comparison, daemon p − baseline p (above) | "
+                     f"{ms(node[0] - node_base[0])} | {ms(node[1] - node_base[1])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def rps_table(res: Results) -> str:
     head = ("| server | rounds | requests/s (median) | range | server CPU µs/request "
             "| server CPU busy | client CPU busy | ratio bare ÷ daemon |")  # fmt: skip
@@ -898,10 +1084,13 @@ def verdicts(res: Results) -> list[tuple[str, bool | None, str]]:
                     f"({ms(node[1])} vs {ms(bare[1])})"))  # fmt: skip
     o, b = stats(res.get("order.node")), stats(res.get("order.ib_async"))
     if o and b:
+        f, fb = stats(res.get("floor.floor")), stats(res.get("floor.ib_async"))
+        floor = (f"; the floor server adds {ms(f[0] - fb[0])} at p50 ({ms(f[0])} vs "
+                 f"{ms(fb[0])})" if f and fb else "")  # fmt: skip
         out.append((f"order round trip adds ≤ {TARGET_ADDED_MS:g} ms at p50",
                     (o[0] - b[0]) * 1000 <= TARGET_ADDED_MS,
                     f"adds {ms(o[0] - b[0])} at p50 ({ms(o[0])} vs {ms(b[0])}), "
-                    f"{ms(o[1] - b[1])} at p99 ({ms(o[1])} vs {ms(b[1])})"))  # fmt: skip
+                    f"{ms(o[1] - b[1])} at p99 ({ms(o[1])} vs {ms(b[1])}){floor}"))  # fmt: skip
     idle = res.values.get("rss.idle.daemon")
     if idle:
         out.append((f"idle daemon RSS ≤ {TARGET_RSS_MB:g} MB", idle / 1024 <= TARGET_RSS_MB,
@@ -1055,6 +1244,16 @@ its stats to FILE at shutdown; the figures of such a run are not comparable),
   `--quick`). *Added* = daemon percentile − baseline percentile; the per-pair difference is
   shown too. Both share the simulator, which writes its state file with fsync on every
   change before it answers.
+- **The floor** (what any server of the order contract adds on this machine, for
+  reference): a minimal Starlette app on the daemon's Hypercorn setup, in a child process,
+  whose `POST /v1/orders` reads the JSON, commits it as one row (aiosqlite, WAL,
+  `synchronous=FULL`: the intent durable before anything is sent, as DESIGN §5 asks),
+  places the `MarketOrder` through its own ib_async session (client id {FLOOR_CLIENT_ID},
+  connected like the baseline's, so it gets the same account burst per order) and answers
+  201 at the first {" / ".join(ACK)} status. No key, gates, journal chain or status
+  mapping. Timed the same way against the same baseline, {FULL["floor_orders"]} pairs
+  ({QUICK["floor_orders"]} with `--quick`), after the daemon's pairs: its session is
+  started only then, since it also gets every other order's account burst.
 - **Requests per second**: {FULL["rps"]} `GET /v1/state` ({QUICK["rps"]} with `--quick`)
   spread over {CONNECTIONS} concurrent keep-alive connections of the minimal client (one
   asyncio process, this one), daemon and bare server in turn, {FULL["rps_rounds"]} rounds each
@@ -1101,6 +1300,8 @@ def report(args: argparse.Namespace, res: Results) -> str:
     parts += [
         "**GET /v1/state latency** (sequential, interleaved):", "", latency_table(res), "",
         "**Order round trip** (interleaved pairs):", "", order_table(res), "",
+        "**The floor**: a minimal server against the same baseline (interleaved pairs, "
+        "after the daemon's):", "", floor_table(res), "",
         "**Requests per second**, `GET /v1/state`:", "", rps_table(res), "",
         "**Memory**:", "", memory_table(res), "",
     ]  # fmt: skip
