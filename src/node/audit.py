@@ -672,7 +672,9 @@ class AuditStore:
         self.path = path
         self._db: aiosqlite.Connection | None = db
         self._clock = clock
-        self._lock = anyio.Lock()
+        # fast_acquire: a free lock is taken without a trip round the event loop; every
+        # holder awaits aiosqlite's thread, so no task can starve the others through it.
+        self._lock = anyio.Lock(fast_acquire=True)
         # The journal's head (seq, hash) as of the last commit, so an append costs no read;
         # forgotten when another connection has written (PRAGMA data_version) or on a
         # rollback. seq is the primary key: nothing can fork the chain silently anyway.
@@ -878,12 +880,16 @@ class AuditStore:
     async def insert_order(self, record: OrderRecord) -> None:
         """Record a new order and its order_intent row; DuplicateOrder when the id is taken."""
         coerced = {name: _coerce(name, getattr(record, name)) for name in ORDER_COLUMNS}
+        if coerced["updated_at"] is None:
+            coerced["updated_at"] = coerced["created_at"]
         record = dataclasses.replace(record, **coerced)
-        if record.updated_at is None:
-            record = dataclasses.replace(record, updated_at=record.created_at)
-        values = [_db_value(name, getattr(record, name)) for name in ORDER_COLUMNS]
-        data_text = canonical_json(record.to_json())
-        at_text = rfc3339(record.created_at)
+        # The columns are the JSON form (booleans as 0/1): each value is formatted once, on
+        # the path every order takes before it may be sent.
+        data = record.to_json()
+        values = [_db_value(name, data[name]) if name in _BOOL_FIELDS else data[name]
+                  for name in ORDER_COLUMNS]  # fmt: skip
+        data_text = canonical_json(data)
+        at_text = data["created_at"]
 
         def body(conn: sqlite3.Connection) -> None:
             try:
