@@ -26,6 +26,10 @@ baseline measured in the same run, interleaved with it:
 4. *Requests per second* for GET /v1/state on this machine's cores: a fixed count of
    requests spread over concurrent keep-alive connections (the minimal client, in this
    process), daemon and bare server in turn, with each server's CPU time read from /proc.
+5. *The floor* (a reference, no target): a minimal server doing only what the order
+   contract cannot do without (HTTP, the intent committed with fsync before sending,
+   ib_async, the first ack) timed against the same baseline after the daemon's pairs, so the
+   node's own share of what it adds shows apart from what any server of the contract adds.
 
 Bounded: fixed counts (smaller with ``--quick``), every wait capped, and the whole run capped
 by ``--max-seconds`` (300): a phase that would start later is skipped, one in progress is cut.
