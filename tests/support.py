@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import anyio
 from ib_async import IB
+
+from node.sim.engine import OrderRequest as SimOrderRequest
 
 WAIT = 20  # generous: every wait ends as soon as its condition holds
 
@@ -61,3 +64,28 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port between 20000 and 32000")
+
+
+def sim_order(**changes: object) -> SimOrderRequest:
+    """A placeOrder request as the simulator's engine takes it: a 10-share AAPL market order
+    of client 1, order id 1, unless changed."""
+    return replace(_SIM_ORDER, **changes)  # type: ignore[arg-type]
+
+
+_SIM_ORDER = SimOrderRequest(
+    client_id=1,
+    order_id=1,
+    symbol="AAPL",
+    con_id=0,
+    sec_type="STK",
+    currency="USD",
+    exchange="SMART",
+    action="BUY",
+    total_quantity=10,
+    order_type="MKT",
+    lmt_price=None,
+    aux_price=None,
+    tif="DAY",
+    account="",
+    order_ref="ref",
+)

@@ -15,7 +15,6 @@ Every wait is on a condition with a generous bound; nothing asserts on wall-cloc
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from anyio.abc import Process
 
 from node.audit import verify_chain
 from node.sim import send_command
+from node.sim.state import StateFile
 from support import WAIT
 
 pytestmark = pytest.mark.anyio
@@ -191,22 +191,19 @@ async def until_gone(pid: int) -> None:
 
 
 def sim_orders(env: dict[str, str]) -> list[dict[str, Any]]:
-    """What IB's servers hold: the simulator's state file (replaced atomically, never torn)."""
-    try:
-        data = json.loads(sim_state_file(env).read_text())
-    except FileNotFoundError:
+    """What IB's servers hold: the simulator's state file (a torn last record is skipped)."""
+    state = StateFile(sim_state_file(env)).load()
+    if state is None:
         return []
-    assert data["format"] == 1
-    orders: list[dict[str, Any]] = data["state"]["orders"]
+    orders: list[dict[str, Any]] = state["orders"]
     return orders
 
 
 def sim_executions(env: dict[str, str]) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(sim_state_file(env).read_text())
-    except FileNotFoundError:
+    state = StateFile(sim_state_file(env)).load()
+    if state is None:
         return []
-    executions: list[dict[str, Any]] = data["state"]["executions"]
+    executions: list[dict[str, Any]] = state["executions"]
     return executions
 
 

@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from node.sim.state import StateFile
 from support import drive, until
 
 pytestmark = pytest.mark.anyio
@@ -30,8 +31,7 @@ def limit(cid: str, price: str, qty: str = "1") -> dict[str, Any]:
 
 def ib_orders(node: Any) -> list[dict[str, Any]]:
     """What IB's servers hold: the simulator's state file."""
-    state = json.loads((node.settings.STATE_DIR / "sim-state.json").read_text())
-    return list(state["state"]["orders"])
+    return list(StateFile(node.settings.STATE_DIR / "sim-state.json").load()["orders"])
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,24 +19,7 @@ from node.sim.engine import (
 )
 from node.sim.market import Market
 from node.sim.state import StateFile, StateFileError
-
-BASE = OrderRequest(
-    client_id=1,
-    order_id=1,
-    symbol="AAPL",
-    con_id=0,
-    sec_type="STK",
-    currency="USD",
-    exchange="SMART",
-    action="BUY",
-    total_quantity=10,
-    order_type="MKT",
-    lmt_price=None,
-    aux_price=None,
-    tif="DAY",
-    account="",
-    order_ref="ref",
-)
+from support import sim_order as order
 
 
 class Recorder:
@@ -65,10 +47,6 @@ def recorder() -> Recorder:
 @pytest.fixture
 def engine(recorder: Recorder) -> OrderEngine:
     return OrderEngine(Account("DU1"), Market(seed=3), listener=recorder, clock=lambda: 1.7e9)
-
-
-def order(**changes: object) -> OrderRequest:
-    return replace(BASE, **changes)  # type: ignore[arg-type]
 
 
 def test_market_is_deterministic_per_seed() -> None:
@@ -242,7 +220,7 @@ def test_account_realizes_pnl_and_flips() -> None:
 
 def test_state_round_trip(engine: OrderEngine, tmp_path: Path) -> None:
     store = StateFile(tmp_path / "s.json")
-    engine.persist = store.save
+    engine.persist = store.commit
     engine.place(order())
     engine.place(order(order_id=2, order_type="LMT", lmt_price=1.0))
     saved = store.load()

@@ -165,6 +165,10 @@ class AccountChanged:
 
 Event = OrderChanged | OrderFilled | OrderError | AccountChanged
 
+# Makes one commit durable before its events are published: called with the commit's delta
+# (see _delta) and a way to take a whole snapshot, should the store rewrite its file.
+Persist = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
+
 
 @dataclass
 class EngineSettings:
@@ -177,7 +181,7 @@ class OrderEngine:
         account: Account,
         market: Market,
         listener: Callable[[Event], None] = lambda event: None,
-        persist: Callable[[dict[str, Any]], None] | None = None,
+        persist: Persist | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.account = account
@@ -198,9 +202,36 @@ class OrderEngine:
     def _commit(self, events: Iterable[Event]) -> None:
         events = list(events)
         if self.persist is not None and events:
-            self.persist(self.snapshot())
+            self.persist(self._delta(events), self.snapshot)
         for event in events:
             self.listener(event)
+
+    def _delta(self, events: list[Event]) -> dict[str, Any]:
+        """What this commit changed, found from its events (the store's format 2 delta).
+
+        The orders the events name, as they are now; the executions they report; the
+        account when it moved; the id counters always (a refusal moves them with no order).
+        """
+        keys: dict[tuple[int, int], None] = {}
+        executions: list[dict[str, Any]] = []
+        account_changed = False
+        for event in events:
+            if isinstance(event, OrderChanged | OrderFilled):
+                keys[(event.order.client_id, event.order.order_id)] = None
+            if isinstance(event, OrderFilled):
+                executions.append(dict(vars(event.execution)))
+            elif isinstance(event, AccountChanged):
+                account_changed = True
+        delta: dict[str, Any] = {
+            "orders": [dict(vars(self.orders[key])) for key in keys if key in self.orders],
+            "executions": executions,
+            "next_order_ids": {str(k): v for k, v in self.next_order_ids.items()},
+            "next_perm_id": self.next_perm_id,
+            "next_exec_seq": self.next_exec_seq,
+        }
+        if account_changed:
+            delta["account"] = self.account.to_dict()
+        return delta
 
     # ------------------------------------------------------------------ ids
 

@@ -657,12 +657,13 @@ class Simulator:
             Account(config.account),
             self.market,
             listener=self._publish,
-            persist=self.store.save if self.store else None,
+            persist=self.store.commit if self.store else None,
         )
         if self.store is not None:
             saved = self.store.load()
             if saved is not None:
                 self.engine.restore(saved)
+                self.store.compact(self.engine.snapshot())  # one snapshot line, later deltas
                 logger.info(
                     "state restored from {}: {} orders, {} executions, account {}",
                     self.store.path,
