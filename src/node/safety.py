@@ -45,6 +45,9 @@ class GateContext:
     # No defaults: a forgotten fact must be a type error, never a silently open gate.
     kill_switch: bool
     state: str
+    # The broker's own view: the connection can drop a moment before the state machine has
+    # handled it, and in that moment the state still says SERVING but no account is known.
+    connected: bool
     next_retry_in: float | None
     orders_enabled: bool
     armed: bool
@@ -107,8 +110,17 @@ def _kill_switch(ctx: GateContext) -> Refuse | None:
 
 
 def _serving(ctx: GateContext) -> Refuse | None:
-    if ctx.state == "SERVING":
+    if ctx.state == "SERVING" and ctx.connected:
         return None
+    if ctx.state == "SERVING":
+        return Refuse(
+            "not-ready",
+            503,
+            "the gateway connection just dropped and the node is reconnecting; nothing was "
+            "sent, retrying is safe",
+            DEFAULT_NOT_READY_RETRY_S,
+            gate="state",
+        )
     if ctx.next_retry_in is None:
         retry = DEFAULT_NOT_READY_RETRY_S
     else:

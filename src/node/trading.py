@@ -102,6 +102,7 @@ class Trading:
         return GateContext(
             kill_switch=self.operator.kill_switch,
             state=self._state(),
+            connected=self.broker.connected,
             next_retry_in=self._retry_after(),
             orders_enabled=s.ORDERS_ENABLED,
             armed=self.armed(),

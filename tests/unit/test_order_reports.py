@@ -173,8 +173,8 @@ async def test_a_cancel_that_meets_a_fill_does_not_reopen_the_order(running: Run
 
 
 OPEN_GATE = GateContext(
-    kill_switch=False, state="SERVING", next_retry_in=None, orders_enabled=True, armed=True,
-    trading_mode="paper", live_override=False, account="DU1234567", max_order_qty=None,
+    kill_switch=False, state="SERVING", connected=True, next_retry_in=None, orders_enabled=True,
+    armed=True, trading_mode="paper", live_override=False, account="DU1234567", max_order_qty=None,
     max_order_notional=None, max_open_orders=None, open_orders=0, symbol_allowlist=frozenset(),
     max_orders_per_minute=None, orders_last_minute=0, rate_window_frees_in=None,
 )  # fmt: skip

@@ -26,6 +26,7 @@ D = Decimal
 OPEN = GateContext(
     kill_switch=False,
     state="SERVING",
+    connected=True,
     next_retry_in=None,
     orders_enabled=True,
     armed=True,
@@ -91,6 +92,7 @@ def test_inputs_are_frozen() -> None:
         ({"state": "CONNECTED"}, "not-ready", 503, "state"),
         ({"state": "OFF"}, "not-ready", 503, "state"),
         ({"state": "STARTING_GATEWAY"}, "not-ready", 503, "state"),
+        ({"connected": False}, "not-ready", 503, "state"),  # dropped, not yet handled
         ({"orders_enabled": False}, "orders-disabled", 403, "orders_enabled"),
         ({"armed": False}, "not-armed", 403, "armed"),
         ({"trading_mode": "live"}, "live-trading-not-allowed", 403, "trading_mode"),
@@ -239,6 +241,14 @@ GATE_ORDER: list[tuple[str, dict[str, Any]]] = [
     ("symbol_allowlist", {"symbol_allowlist": frozenset()}),
     ("max_orders_per_minute", {"max_orders_per_minute": None}),
 ]
+
+
+def test_a_connection_dropped_before_the_machine_noticed_is_not_ready() -> None:
+    """The broker has forgotten the account, the state still says SERVING: a retryable 503,
+    never a 403 live-trading refusal (a client would not retry that)."""
+    refused = refusal(decide(ctx(connected=False, account=None), ORDER))
+    assert (refused.slug, refused.status) == ("not-ready", 503)
+    assert refused.retry_after is not None
 
 
 def test_the_first_failing_gate_wins_in_design_order() -> None:
