@@ -419,13 +419,19 @@ class Broker:
             return None
         status = trade.orderStatus
         error = self._order_errors.get(trade.order.orderId)
-        commission = sum(
-            (Decimal(str(f.commissionReport.commission)) for f in trade.fills
-             if f.commissionReport.execId),
-            Decimal(0),
+        # ib_async fires for an execution before IB's commission report and the orderStatus
+        # with the new average arrive: a commission is reported once IB sent one, and the
+        # average comes from the executions themselves until IB's own arrives (never 0).
+        charged = [f for f in trade.fills if f.commissionReport.execId]
+        commission = (
+            sum((Decimal(str(f.commissionReport.commission)) for f in charged), Decimal(0))
+            if charged else None
         )  # fmt: skip
         filled = _quantity(trade.filled())
         total = _quantity(trade.order.totalQuantity)
+        average = _decimal(status.avgFillPrice) if filled else None
+        if filled and not average:
+            average = _average_price(trade)
         return OrderReport(
             client_order_id=ref,
             broker_order_id=int(trade.order.orderId),
@@ -433,10 +439,10 @@ class Broker:
             broker_status=status.status,
             filled=filled,
             remaining=max(total - filled, Decimal(0)),
-            avg_fill_price=_decimal(status.avgFillPrice) if filled else None,
+            avg_fill_price=average,
             error_code=error[0] if error else None,
             error_text=error[1] if error else None,
-            commission=_decimal(commission) if trade.fills else None,
+            commission=_decimal(commission) if commission is not None else None,
         )
 
     def _require(self) -> IB:
@@ -593,6 +599,14 @@ def _ib_order(spec: OrderSpec) -> Order:
     order.orderRef = spec.client_order_id
     order.account = spec.account
     return order
+
+
+def _average_price(trade: Trade) -> Decimal | None:
+    """The share-weighted average price of the trade's executions."""
+    shares = sum(f.execution.shares for f in trade.fills)
+    if not shares:
+        return None
+    return _decimal(sum(f.execution.price * f.execution.shares for f in trade.fills) / shares)
 
 
 def _decimal(value: Any) -> Decimal | None:
