@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit when stdin closes (used by the node's sim launcher)",
     )
+    sim.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=None,
+        help="log level (default: LOG_LEVEL, INFO: a line per request and per order change)",
+    )
     sim.set_defaults(handler=_run_sim)
 
     run = commands.add_parser(
@@ -183,6 +189,8 @@ def _run_sim(args: argparse.Namespace, settings: Settings) -> int:
     from node.sim.server import SimConfig
     from node.sim.state import StateFileError
 
+    if args.log_level is not None:
+        configure_logging(args.log_level, settings.LOG_FORMAT)
     control = args.control_port if args.control_port is not None else settings.SIM_CONTROL_PORT
     config = SimConfig(
         host=args.host or settings.IBKR_GATEWAY_HOST,

@@ -61,9 +61,13 @@ def build_launcher(settings: Settings) -> Launcher:
     if name == "sim":
         from node.plugins.launchers.sim import SimLauncher
 
+        # The child's lines reach the node's log at DEBUG only; at any other level an INFO
+        # simulator would write a line per request and per order change for the node to read
+        # and drop, costing both processes CPU on every order.
         return SimLauncher(
             endpoint.host, endpoint.port, settings.sim_control_port,
             settings.STATE_DIR / "sim-state.json", stop_timeout=stop,
+            log_level="DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING",
         )  # fmt: skip
     if name == "ibc":
         from node.plugins.launchers.ibc import IbcLauncher

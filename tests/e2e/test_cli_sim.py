@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 from ib_async import LimitOrder, MarketOrder, Stock
 
 from support import WAIT, connect_ib, until
@@ -206,3 +207,23 @@ async def test_account_must_be_a_paper_account() -> None:
     result = await run_cli("sim", "--account", "U1234567")
     assert result.returncode == 2
     assert b"not a paper account" in result.stderr
+
+
+@pytest.mark.parametrize(("level", "logs_info"), [("WARNING", False), ("INFO", True)])
+async def test_log_level_quiets_the_per_request_lines(level: str, logs_info: bool) -> None:
+    """The node's launcher runs its simulator at WARNING: at INFO it writes a line per request
+    and per order change, which the node would read and drop."""
+    command = [sys.executable, "-m", "node", "sim", "--host", "127.0.0.1", "--port", "0",
+               "--control-port", "0", "--tick-interval", "0", "--log-level", level]  # fmt: skip
+    async with await anyio.open_process(command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE) as process:  # fmt: skip
+        assert process.stdout is not None
+        assert process.stderr is not None
+        reader = BufferedByteReceiveStream(process.stdout)
+        with anyio.fail_after(30):
+            while b"control channel on" not in await reader.receive_until(b"\n", 4096):
+                pass
+            process.terminate()
+            await process.wait()
+            log = b"".join([chunk async for chunk in process.stderr])
+    assert (b"simulated IB Gateway listening on" in log) is logs_info, log

@@ -17,12 +17,14 @@ from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 from ib_async import MarketOrder, Stock
 
+from node.config import Settings
 from node.plugins.launchers.base import GatewayEndpoint, Launcher, LaunchError
 from node.plugins.launchers.exe import ExeLauncher
 from node.plugins.launchers.external import ExternalLauncher
 from node.plugins.launchers.ibc import IbcLauncher, send_ibc_command
 from node.plugins.launchers.sim import SimLauncher
 from node.plugins.registry import launcher_class, launcher_names
+from node.runtime import build_launcher
 from support import WAIT, connect_ib, until
 
 pytestmark = [
@@ -93,6 +95,21 @@ def test_protocol_and_registry() -> None:
 
 
 # --- sim ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("node_level", "sim_level"), [("INFO", "WARNING"), ("WARNING", "WARNING"), ("DEBUG", "DEBUG")]
+)
+def test_the_node_runs_its_simulator_quiet_unless_it_logs_debug(
+    tmp_path: Path, node_level: str, sim_level: str
+) -> None:
+    """The child's lines reach the node's log at DEBUG only: below that, a simulator at INFO
+    would write lines for the node to read and drop on every order."""
+    values = {"STATE_DIR": tmp_path, "GATEWAY_LAUNCHER": "sim", "LOG_LEVEL": node_level}
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+    launcher = build_launcher(settings)
+    assert isinstance(launcher, SimLauncher)
+    assert launcher.log_level == sim_level
 
 
 async def test_sim_starts_answers_keeps_state_and_stops(tmp_path: Path) -> None:

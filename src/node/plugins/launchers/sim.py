@@ -49,6 +49,7 @@ class SimLauncher(ProcessLauncher):
         tick_interval: float = 1.0,
         *,
         stop_timeout: float = 10.0,
+        log_level: str = "WARNING",
     ) -> None:
         super().__init__(GatewayEndpoint(host, port), stop_timeout=stop_timeout)
         self.requested_port = port
@@ -58,6 +59,7 @@ class SimLauncher(ProcessLauncher):
         self.seed = seed
         self.account = account
         self.tick_interval = tick_interval
+        self.log_level = log_level
 
     def _command(self) -> list[str]:
         return [
@@ -80,6 +82,8 @@ class SimLauncher(ProcessLauncher):
             "--tick-interval",
             f"{self.tick_interval:g}",
             "--exit-with-parent",
+            "--log-level",
+            self.log_level,
         ]
 
     def check_config(self) -> None:
