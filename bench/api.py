@@ -249,6 +249,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def loop_cpu_ms(pid: int) -> float | None:
+    """CPU time of a process's main thread (its event loop) so far, in ms at µs precision,
+    from /proc/<pid>/sched; None where the kernel does not report it."""
+    try:
+        with open(f"/proc/{pid}/sched", encoding="ascii") as f:
+            found = re.search(r"se\.sum_exec_runtime\s*:\s*([\d.]+)", f.read())
+    except OSError:
+        return None
+    return float(found.group(1)) if found else None
+
+
 def quantile(values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""
     ordered = sorted(values)
@@ -657,7 +668,11 @@ async def orders(res: Results, daemon: Daemon, baseline: Baseline, counts: dict[
 
         async def via_api(i: int, side: str) -> float:
             """The minimal client: what is timed is the node, not an HTTP library."""
+            cpu0 = loop_cpu_ms(daemon.pid)
             elapsed = await post_order(raw, f"bench-{run}-{i}", side)
+            cpu1 = loop_cpu_ms(daemon.pid)
+            if cpu0 is not None and cpu1 is not None and i >= counts["order_warmup"]:
+                res.add("cpu.node", (cpu1 - cpu0) / 1000)
             res.seen("node", str(json.loads(raw.body).get("status")))
             return elapsed
 
@@ -707,7 +722,12 @@ async def floor_orders(res: Results, floor: ChildServer, baseline: Baseline,
     try:
 
         async def via_floor(i: int, side: str) -> float:
-            return await post_order(raw, f"bench-floor-{baseline.run}-{i}", side)
+            cpu0 = loop_cpu_ms(floor.pid)
+            elapsed = await post_order(raw, f"bench-floor-{baseline.run}-{i}", side)
+            cpu1 = loop_cpu_ms(floor.pid)
+            if cpu0 is not None and cpu1 is not None and i >= counts["order_warmup"]:
+                res.add("cpu.floor", (cpu1 - cpu0) / 1000)
+            return elapsed
 
         async def via_ib_async(i: int, side: str) -> float:
             return await baseline.place(side)
@@ -1026,6 +1046,16 @@ def floor_table(res: Results) -> str:
     if node is not None and node_base is not None:
         lines.append(f"| for comparison, daemon p − baseline p (above) | "
                      f"{ms(node[0] - node_base[0])} | {ms(node[1] - node_base[1])} |")  # fmt: skip
+    cpu_node, cpu_floor = stats(res.get("cpu.node")), stats(res.get("cpu.floor"))
+    if cpu_node is not None and cpu_floor is not None:
+        lines += [
+            "",
+            "| event-loop CPU while the POST is in flight (main thread, /proc/<pid>/sched) "
+            "| p50 | p99 |",
+            "|---|---|---|",
+            f"| daemon | **{ms(cpu_node[0])}** | {ms(cpu_node[1])} |",
+            f"| floor server | {ms(cpu_floor[0])} | {ms(cpu_floor[1])} |",
+        ]
     return "\n".join(lines)
 
 
@@ -1258,7 +1288,11 @@ its stats to FILE at shutdown; the figures of such a run are not comparable),
   201 at the first {" / ".join(ACK)} status. No key, gates, journal chain or status
   mapping. Timed the same way against the same baseline, {FULL["floor_orders"]} pairs
   ({QUICK["floor_orders"]} with `--quick`), after the daemon's pairs: its session is
-  started only then, since it also gets every other order's account burst.
+  started only then, since it also gets every other order's account burst. For each POST
+  of the daemon and of the floor server, the CPU time of that server's main thread (its
+  event loop: `se.sum_exec_runtime` in `/proc/<pid>/sched`, µs precision) is read just
+  before and after: the work done while the order is in flight, a steadier measure of the
+  node's own cost than the latency on a shared machine.
 - **Requests per second**: {FULL["rps"]} `GET /v1/state` ({QUICK["rps"]} with `--quick`)
   spread over {CONNECTIONS} concurrent keep-alive connections of the minimal client (one
   asyncio process, this one), daemon and bare server in turn, {FULL["rps_rounds"]} rounds each
