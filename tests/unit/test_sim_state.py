@@ -149,6 +149,31 @@ def test_a_damaged_record_before_the_last_is_refused(tmp_path: Path) -> None:
         StateFile(path).load()
 
 
+def test_a_damaged_last_record_that_was_written_whole_is_refused(tmp_path: Path) -> None:
+    """A record ending in its newline was written in one piece, and its commit may have been
+    confirmed to a client: damage there is corruption, not a write cut short by a kill."""
+    path = tmp_path / "s.json"
+    engine = make_engine(StateFile(path))
+    every_kind_of_commit(engine)
+    records = lines(path)
+    path.write_bytes(b"\n".join([*records[:-1], b"#" + records[-1][1:]]) + b"\n")
+    with pytest.raises(StateFileError, match=rf"line {len(records)} is damaged.*move it aside"):
+        StateFile(path).load()
+
+
+def test_a_change_line_with_unknown_or_missing_keys_is_refused(tmp_path: Path) -> None:
+    """A damaged key still parses as JSON: without the check its orders would be dropped."""
+    path = tmp_path / "s.json"
+    engine = make_engine(StateFile(path))
+    every_kind_of_commit(engine)
+    records = lines(path)
+    renamed = records[-1].replace(b'"orders"', b'"ord#rs"', 1)
+    assert renamed != records[-1]
+    path.write_bytes(b"\n".join([*records[:-1], renamed]) + b"\n")
+    with pytest.raises(StateFileError, match=rf"line {len(records)} is damaged"):
+        StateFile(path).load()
+
+
 def test_a_format_1_file_loads_and_is_rewritten_as_format_2(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     engine = make_engine()

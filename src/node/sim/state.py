@@ -36,6 +36,9 @@ COMPACT_MIN_BYTES = 1 << 20
 
 _SCALARS = ("next_perm_id", "next_exec_seq")
 _REPLACED = ("account", "next_order_ids", *_SCALARS)
+# What the engine writes in every change line, and what it may add (the account, when moved).
+_REQUIRED_KEYS = frozenset({"orders", "executions", "next_order_ids", *_SCALARS})
+_DELTA_KEYS = _REQUIRED_KEYS | {"account"}
 
 Snapshot = Callable[[], dict[str, Any]]
 
@@ -64,6 +67,10 @@ class StateFile:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        # Every record is written in one piece ending in a newline: only a file that does not
+        # end in one can hold a record cut short by a kill. A damaged line that does end in
+        # one was written whole (and its commit perhaps confirmed): that is corruption.
+        complete = raw.endswith(b"\n")
         lines = raw.split(b"\n")
         if lines[-1].strip() == b"":
             lines.pop()  # the newline ending the last record
@@ -93,11 +100,13 @@ class StateFile:
             try:
                 delta = json.loads(line)
             except ValueError as exc:  # also a multi-byte character cut in two
-                if number == len(lines):
+                if number == len(lines) and not complete:
                     break  # a torn last record: the kill came mid-write, before the fsync
                 raise self._corrupt(number, exc) from exc
             if not isinstance(delta, dict):
                 raise self._corrupt(number, "not an object")
+            if not _REQUIRED_KEYS <= delta.keys() <= _DELTA_KEYS:
+                raise self._corrupt(number, f"unexpected keys {sorted(delta)}")
             try:
                 for order in delta.get("orders", []):
                     orders[_order_key(order)] = order
