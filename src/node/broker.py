@@ -430,8 +430,8 @@ class Broker:
         filled = _quantity(trade.filled())
         total = _quantity(trade.order.totalQuantity)
         average = _decimal(status.avgFillPrice) if filled else None
-        if filled and not average:
-            average = _average_price(trade)
+        if filled and (not average or _quantity(status.filled) < filled):
+            average = _average_price(trade)  # the executions are ahead of IB's orderStatus
         return OrderReport(
             client_order_id=ref,
             broker_order_id=int(trade.order.orderId),

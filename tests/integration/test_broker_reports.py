@@ -3,6 +3,8 @@ no report states a fact IB has not sent yet."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -15,13 +17,10 @@ from support import until
 pytestmark = pytest.mark.anyio
 
 
-async def test_no_report_claims_a_zero_price_or_commission_before_ib_sent_them(
-    sim_factory: Any,
-) -> None:
-    """ib_async fires for the execution before IB's orderStatus (with the average price) and
-    its commission report arrive: that report must carry the executions' own average and no
-    commission yet, not 0 for either, which the journal would keep as IB's word."""
-    sim = await sim_factory()
+@asynccontextmanager
+async def market_order(sim: Any, cid: str, qty: int) -> AsyncIterator[list[OrderReport]]:
+    """A broker connected to the simulator that has sent a buy market order of `qty` AAPL;
+    yields the reports it hands over, as they come."""
     broker = Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
                     heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
     reports: list[OrderReport] = []
@@ -30,16 +29,26 @@ async def test_no_report_claims_a_zero_price_or_commission_before_ib_sent_them(
     try:
         con_id = await broker.con_id("AAPL")
         assert con_id is not None
-        order_id = broker.reserve_order_id()
         broker.place_order(OrderSpec(
-            client_order_id="once-1", symbol="AAPL", con_id=con_id, side="buy", qty=Decimal(3),
+            client_order_id=cid, symbol="AAPL", con_id=con_id, side="buy", qty=Decimal(qty),
             type="market", limit_price=None, stop_price=None, time_in_force="day",
             extended_hours=False, account=broker.info.accounts[0] if broker.info else "",
-        ), order_id)  # fmt: skip
-        await until(lambda: any(r.broker_status == "Filled" and r.commission is not None
-                                for r in reports))  # fmt: skip
+        ), broker.reserve_order_id())  # fmt: skip
+        yield reports
     finally:
         broker.disconnect()
+
+
+async def test_no_report_claims_a_zero_price_or_commission_before_ib_sent_them(
+    sim_factory: Any,
+) -> None:
+    """ib_async fires for the execution before IB's orderStatus (with the average price) and
+    its commission report arrive: that report must carry the executions' own average and no
+    commission yet, not 0 for either, which the journal would keep as IB's word."""
+    sim = await sim_factory()
+    async with market_order(sim, "once-1", 3) as reports:
+        await until(lambda: any(r.broker_status == "Filled" and r.commission is not None
+                                for r in reports))  # fmt: skip
     ours = [r for r in reports if r.client_order_id == "once-1"]
     assert ours[-1].broker_status == "Filled"
     assert ours[-1].filled == Decimal(3)
@@ -53,3 +62,26 @@ async def test_no_report_claims_a_zero_price_or_commission_before_ib_sent_them(
         if report.filled:
             assert report.avg_fill_price == final_price, report
         assert report.commission in (None, final_commission), report
+
+
+async def test_a_second_partial_fill_reports_the_new_average_before_ib_does(
+    sim_factory: Any,
+) -> None:
+    """IB's orderStatus average is out of date while an execution is ahead of it: the report
+    takes the executions' average then, not the previous fill's price."""
+    sim = await sim_factory()
+    sim.set_partial_fill(1)
+    async with market_order(sim, "two-1", 2) as reports:
+        await until(lambda: any(r.filled == 1 and r.commission is not None for r in reports))
+        first_price = sim.market.quote("AAPL").ask
+        sim.market.set_price("AAPL", first_price * 1.25)  # the second share fills elsewhere
+        sim.engine.on_market()
+        await until(lambda: any(r.broker_status == "Filled" and r.commission is not None
+                                and r.filled == 2 for r in reports))  # fmt: skip
+    ours = [r for r in reports if r.client_order_id == "two-1"]
+    final = ours[-1].avg_fill_price
+    assert final is not None
+    assert final > Decimal(str(first_price))
+    for report in ours:
+        if report.filled == 2:
+            assert report.avg_fill_price == final, report
