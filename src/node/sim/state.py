@@ -9,9 +9,10 @@ appended and fsync'd before the commit's events reach a client::
 ``orders`` replace the orders of the same (client_id, order_id) or are added after the others,
 ``executions`` are appended, and the other keys, when present, replace the old value. So a
 commit costs the size of its change, not of the state. Loading applies the deltas in order;
-an unreadable last line is a write cut short by a kill and is dropped (that commit was never
-confirmed to a client). When the deltas outweigh the snapshot the file is compacted, rewritten
-atomically as one snapshot line, so it stays under about twice the state's size.
+an unreadable last line without its newline is a write cut short by a kill and is dropped
+(that commit was never confirmed to a client); any other damaged line is an error. When the
+deltas outweigh the snapshot the file is compacted, rewritten atomically as one snapshot line,
+so it stays under about twice the state's size.
 
 Format 1 (one whole-snapshot JSON document) still loads; the simulator rewrites it as format 2
 at start-up.
