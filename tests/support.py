@@ -46,17 +46,26 @@ async def drive(clock: Any, predicate: Callable[[], Any], step: float = 1.0) -> 
             await anyio.sleep(0.02)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free port below the ephemeral range (Linux: 32768-60999).
+    """A free port below the ephemeral range (Linux: 32768-60999), never one handed out
+    before in this process.
 
     A port the OS hands out for port 0 comes from the same range as the local ports of
-    outgoing connections, so a server restarted later on it can find it taken.
+    outgoing connections, so a server restarted later on it can find it taken. The ports
+    of one daemon are drawn before any is bound: without the memory, two draws could give
+    the same port (it happened: the simulator's gateway and control ports collided).
     """
     import random
     import socket
 
     for _ in range(100):
         port = random.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))

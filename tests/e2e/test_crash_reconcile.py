@@ -34,21 +34,13 @@ from anyio.abc import Process
 from node.audit import verify_chain
 from node.sim import send_command
 from node.sim.state import StateFile
-from support import WAIT
+from support import WAIT, free_port
 
 pytestmark = pytest.mark.anyio
 
 SERVING_WAIT = 90  # a start, or a crash then backoff, restart and reconcile: generous
 POLL = 0.05  # between two looks at a condition; the outcome never depends on it
 OPEN_STATUSES = {"pending_new", "accepted", "new", "partially_filled", "pending_cancel"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

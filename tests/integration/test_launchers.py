@@ -25,19 +25,12 @@ from node.plugins.launchers.ibc import IbcLauncher, send_ibc_command
 from node.plugins.launchers.sim import SimLauncher
 from node.plugins.registry import launcher_class, launcher_names
 from node.runtime import build_launcher
-from support import WAIT, connect_ib, until
+from support import WAIT, connect_ib, free_port, until
 
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and signals"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def alive(pid: int) -> bool:
