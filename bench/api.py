@@ -594,6 +594,10 @@ class Baseline:
                                    timeout=10)  # fmt: skip
         await asyncio.wait_for(self.ib.qualifyContractsAsync(self.contract), REQUEST_TIMEOUT)
 
+    async def leg(self, i: int, side: str) -> float:
+        """One leg of a pair (``alternate``'s signature)."""
+        return await self.place(side)
+
     async def place(self, side: str) -> float:
         """placeOrder → the first PreSubmitted / Submitted / Filled status, in seconds."""
         self.placed += 1
@@ -633,6 +637,24 @@ async def post_order(client: RawClient, cid: str, side: str) -> float:
     return elapsed
 
 
+async def post_order_with_cpu(client: RawClient, cid: str, side: str,
+                              pid: int) -> tuple[float, float | None]:  # fmt: skip
+    """``post_order``, and the CPU seconds the server's event loop spent while it was in
+    flight (None where /proc does not say)."""
+    cpu0 = loop_cpu_ms(pid)
+    elapsed = await post_order(client, cid, side)
+    cpu1 = loop_cpu_ms(pid)
+    return elapsed, None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / 1000
+
+
+def record_pairs(res: Results, pairs: list[tuple[float, float]], first: str, second: str,
+                 difference: str) -> None:  # fmt: skip
+    for a, b in pairs:
+        res.add(first, a)
+        res.add(second, b)
+        res.add(difference, a - b)
+
+
 async def alternate(count: int, warmup: int, budget: Budget, first: Any, second: Any,
                     after: Any = None) -> list[tuple[float, float]]:  # fmt: skip
     """``count`` timed pairs after ``warmup`` untimed ones: first(i, side) and second(i, side)
@@ -668,16 +690,11 @@ async def orders(res: Results, daemon: Daemon, baseline: Baseline, counts: dict[
 
         async def via_api(i: int, side: str) -> float:
             """The minimal client: what is timed is the node, not an HTTP library."""
-            cpu0 = loop_cpu_ms(daemon.pid)
-            elapsed = await post_order(raw, f"bench-{run}-{i}", side)
-            cpu1 = loop_cpu_ms(daemon.pid)
-            if cpu0 is not None and cpu1 is not None and i >= counts["order_warmup"]:
-                res.add("cpu.node", (cpu1 - cpu0) / 1000)
+            elapsed, cpu = await post_order_with_cpu(raw, f"bench-{run}-{i}", side, daemon.pid)
+            if cpu is not None and i >= counts["order_warmup"]:
+                res.add("cpu.node", cpu)
             res.seen("node", str(json.loads(raw.body).get("status")))
             return elapsed
-
-        async def via_ib_async(i: int, side: str) -> float:
-            return await baseline.place(side)
 
         async def references(i: int, side: str, recorded: bool) -> None:
             """The same POST through httpx (a client library's own cost), then the probes."""
@@ -704,11 +721,8 @@ async def orders(res: Results, daemon: Daemon, baseline: Baseline, counts: dict[
                 res.add("probe.hop", hop)
 
         pairs = await alternate(counts["orders"], counts["order_warmup"], budget, via_api,
-                                via_ib_async, references)  # fmt: skip
-        for node_t, base_t in pairs:
-            res.add("order.node", node_t)
-            res.add("order.ib_async", base_t)
-            res.add("order.added", node_t - base_t)
+                                baseline.leg, references)  # fmt: skip
+        record_pairs(res, pairs, "order.node", "order.ib_async", "order.added")
     finally:
         await raw.close()
         await memory_db.close()
@@ -722,22 +736,15 @@ async def floor_orders(res: Results, floor: ChildServer, baseline: Baseline,
     try:
 
         async def via_floor(i: int, side: str) -> float:
-            cpu0 = loop_cpu_ms(floor.pid)
-            elapsed = await post_order(raw, f"bench-floor-{baseline.run}-{i}", side)
-            cpu1 = loop_cpu_ms(floor.pid)
-            if cpu0 is not None and cpu1 is not None and i >= counts["order_warmup"]:
-                res.add("cpu.floor", (cpu1 - cpu0) / 1000)
+            cid = f"bench-floor-{baseline.run}-{i}"
+            elapsed, cpu = await post_order_with_cpu(raw, cid, side, floor.pid)
+            if cpu is not None and i >= counts["order_warmup"]:
+                res.add("cpu.floor", cpu)
             return elapsed
 
-        async def via_ib_async(i: int, side: str) -> float:
-            return await baseline.place(side)
-
         pairs = await alternate(counts["floor_orders"], counts["order_warmup"], budget,
-                                via_floor, via_ib_async)  # fmt: skip
-        for floor_t, base_t in pairs:
-            res.add("floor.floor", floor_t)
-            res.add("floor.ib_async", base_t)
-            res.add("floor.added", floor_t - base_t)
+                                via_floor, baseline.leg)  # fmt: skip
+        record_pairs(res, pairs, "floor.floor", "floor.ib_async", "floor.added")
     finally:
         await raw.close()
 

@@ -104,7 +104,7 @@ class RestartBudget:
     # -- decisions -------------------------------------------------------------------------
 
     def used(self, now: datetime) -> int:
-        return len(self._in_window(self._load().starts, now))
+        return self.usage(now)[0]
 
     def usage(self, now: datetime) -> tuple[int, int]:
         """(starts used in the window, backoff attempt) from one read of the file."""

@@ -33,6 +33,17 @@ def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines()
 
 
+def write_lines(path: Path, records: list[bytes]) -> None:
+    path.write_bytes(b"\n".join(records) + b"\n")
+
+
+def committed_file(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """A state file after every kind of commit, and its lines."""
+    path = tmp_path / "s.json"
+    every_kind_of_commit(make_engine(StateFile(path)))
+    return path, lines(path)
+
+
 def every_kind_of_commit(engine: OrderEngine) -> None:
     """Fills, resting orders, a modification, cancels, refusals, partial fills, an auction."""
     engine.place(order())  # filled at once: order, execution, account
@@ -136,15 +147,11 @@ def test_garbage_is_refused_with_what_to_do(tmp_path: Path, content: bytes) -> N
 
 
 def test_a_damaged_record_before_the_last_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.json"
-    engine = make_engine(StateFile(path))
-    every_kind_of_commit(engine)
-    records = lines(path)
-    damaged = [*records[:2], records[2][:30], *records[3:]]
-    path.write_bytes(b"\n".join(damaged) + b"\n")
+    path, records = committed_file(tmp_path)
+    write_lines(path, [*records[:2], records[2][:30], *records[3:]])
     with pytest.raises(StateFileError, match=r"line 3 is damaged.*move it aside"):
         StateFile(path).load()
-    path.write_bytes(b"\n".join([records[0], b'{"orders": 5}', *records[1:]]) + b"\n")
+    write_lines(path, [records[0], b'{"orders": 5}', *records[1:]])
     with pytest.raises(StateFileError, match=r"line 2 is damaged.*move it aside"):
         StateFile(path).load()
 
@@ -152,24 +159,18 @@ def test_a_damaged_record_before_the_last_is_refused(tmp_path: Path) -> None:
 def test_a_damaged_last_record_that_was_written_whole_is_refused(tmp_path: Path) -> None:
     """A record ending in its newline was written in one piece, and its commit may have been
     confirmed to a client: damage there is corruption, not a write cut short by a kill."""
-    path = tmp_path / "s.json"
-    engine = make_engine(StateFile(path))
-    every_kind_of_commit(engine)
-    records = lines(path)
-    path.write_bytes(b"\n".join([*records[:-1], b"#" + records[-1][1:]]) + b"\n")
+    path, records = committed_file(tmp_path)
+    write_lines(path, [*records[:-1], b"#" + records[-1][1:]])
     with pytest.raises(StateFileError, match=rf"line {len(records)} is damaged.*move it aside"):
         StateFile(path).load()
 
 
 def test_a_change_line_with_unknown_or_missing_keys_is_refused(tmp_path: Path) -> None:
     """A damaged key still parses as JSON: without the check its orders would be dropped."""
-    path = tmp_path / "s.json"
-    engine = make_engine(StateFile(path))
-    every_kind_of_commit(engine)
-    records = lines(path)
+    path, records = committed_file(tmp_path)
     renamed = records[-1].replace(b'"orders"', b'"ord#rs"', 1)
     assert renamed != records[-1]
-    path.write_bytes(b"\n".join([*records[:-1], renamed]) + b"\n")
+    write_lines(path, [*records[:-1], renamed])
     with pytest.raises(StateFileError, match=rf"line {len(records)} is damaged"):
         StateFile(path).load()
 
