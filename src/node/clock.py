@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -71,7 +72,7 @@ class RealClock:
 class _Waiter:
     deadline: datetime
     order: int  # ties between equal deadlines wake in the order the tasks went to sleep
-    event: anyio.Event
+    wake: Callable[[], object]  # sets a sleeper's event, or cancels a wait's scope
 
 
 class ManualClock:
@@ -88,12 +89,7 @@ class ManualClock:
         return self._now
 
     async def sleep(self, seconds: float) -> None:
-        try:
-            deadline = self._now + timedelta(seconds=seconds)
-        except OverflowError:
-            # sleep(math.inf) means "until cancelled", as it does for anyio.sleep.
-            deadline = datetime.max.replace(tzinfo=UTC)
-        await self.sleep_until(deadline)
+        await self.sleep_until(self._deadline_after(seconds))
 
     async def sleep_until(self, when: datetime) -> None:
         deadline = _require_aware(when).astimezone(UTC)
@@ -102,28 +98,46 @@ class ManualClock:
             # and does not starve other tasks.
             await anyio.lowlevel.checkpoint()
             return
-        waiter = _Waiter(deadline, next(self._counter), anyio.Event())
+        due = anyio.Event()
+        waiter = self._register(deadline, due.set)
+        try:
+            await due.wait()
+        finally:
+            self._unregister(waiter)
+
+    def _deadline_after(self, seconds: float) -> datetime:
+        try:
+            return self._now + timedelta(seconds=seconds)
+        except OverflowError:
+            # math.inf means "until cancelled", as it does for anyio.sleep.
+            return datetime.max.replace(tzinfo=UTC)
+
+    def _register(self, deadline: datetime, wake: Callable[[], object]) -> _Waiter:
+        waiter = _Waiter(deadline, next(self._counter), wake)
+        if deadline <= self._now:
+            wake()
+            return waiter
         self._waiters.append(waiter)
         if self._registered is not None:
             self._registered.set()
             self._registered = None
-        try:
-            await waiter.event.wait()
-        finally:
-            # Cancelled before its time: the deadline must no longer count as pending.
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+        return waiter
+
+    def _unregister(self, waiter: _Waiter) -> None:
+        # Cancelled before its time: the deadline must no longer count as pending.
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
 
     async def wait(self, event: anyio.Event, seconds: float) -> bool:
-        async with anyio.create_task_group() as tg:
-
-            async def deadline() -> None:
-                await self.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(deadline)
-            await event.wait()
-            tg.cancel_scope.cancel()
+        # As RealClock.wait, a cancel scope that the deadline cancels and no task of its own:
+        # the waiting task then wakes in the same turn of the event loop as under the real
+        # clock, which the order path's ordering depends on (see OrderService._on_report).
+        with anyio.CancelScope() as scope:
+            waiter = self._register(self._deadline_after(seconds), scope.cancel)
+            try:
+                await event.wait()
+            finally:
+                self._unregister(waiter)
         return event.is_set()
 
     @property
@@ -168,8 +182,8 @@ class ManualClock:
         )
         for waiter in due:
             self._waiters.remove(waiter)
-            # On asyncio the woken tasks resume in the order their events are set.
-            waiter.event.set()
+            # On asyncio the woken tasks resume in the order they are woken here.
+            waiter.wake()
 
 
 if TYPE_CHECKING:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 from datetime import UTC, datetime, time, timedelta
@@ -878,6 +879,44 @@ async def test_real_clock_wait() -> None:
     event.set()
     assert await clock.wait(event, 60) is True
     assert await clock.wait(anyio.Event(), 0) is False
+
+
+async def test_manual_clock_wait_without_time_and_forever() -> None:
+    clock = ManualClock(datetime(2026, 1, 14, 12, 0, tzinfo=UTC))
+    assert await clock.wait(anyio.Event(), 0) is False
+    done = anyio.Event()
+    done.set()
+    assert await clock.wait(done, 0) is True
+    forever = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _record(clock.wait(forever, math.inf), []))
+        await clock.wait_for_sleepers()
+        clock.advance(10**9)
+        assert clock.sleepers == 1
+        forever.set()
+    assert clock.sleepers == 0
+
+
+@pytest.mark.parametrize("kind", ["real", "manual"])
+async def test_a_waiter_wakes_in_the_turn_its_event_is_set_with_either_clock(kind: str) -> None:
+    """The order path relies on it: a POST waiting for IB's report runs before a callback
+    scheduled just after its event is set (the rest of IB's burst). ManualClock must wake it
+    as RealClock does, or tests would exercise another order than the daemon."""
+    clock = RealClock() if kind == "real" else ManualClock(utc("2026-01-14T12:00:00"))
+    event = anyio.Event()
+    happened: list[str] = []
+
+    async def waiter() -> None:
+        await clock.wait(event, 60)
+        happened.append("waiter")
+
+    with anyio.fail_after(HANG_GUARD):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            event.set()
+            asyncio.get_running_loop().call_soon(happened.append, "scheduled after")
+    assert happened == ["waiter", "scheduled after"]
 
 
 async def _record(waiting: Any, results: list[bool]) -> None:
