@@ -19,9 +19,14 @@ from typing import Any, TypeVar
 import anyio
 from ib_async import (
     IB,
+    CommissionReport,
+    Execution,
+    Fill,
     LimitOrder,
     MarketOrder,
     Order,
+    PortfolioItem,
+    Position,
     Stock,
     StopLimitOrder,
     StopOrder,
@@ -197,6 +202,7 @@ class Broker:
         # The last snapshot of each symbol and when it was taken: DEGRADED serves these.
         self.last_quotes: dict[str, tuple[QuoteReport, datetime]] = {}
         self._order_errors: dict[int, tuple[int, str]] = {}  # IB order id -> last error
+        use_brief_reprs()
 
     # ------------------------------------------------------------------ status
 
@@ -564,6 +570,41 @@ class Broker:
             logger.debug("IB {} (id {}): {}", code, req_id, message)
         else:
             logger.warning("IB {} {} (id {}): {}", code, kind.name.lower(), req_id, message)
+
+
+# ib_async logs each order message at INFO with an f-string of the whole object, built even
+# though logs.py never shows library lines below WARNING: a Trade's repr (its Order walks 150
+# fields) takes about 100 µs, and an order brings seven or more of them, most decoded before
+# its 201 can go out. These name what identifies the object instead (a few µs).
+BRIEF_REPRS: dict[type, tuple[str, ...]] = {
+    Trade: ("order.orderId", "order.permId", "order.orderRef", "contract.symbol",
+            "order.action", "order.totalQuantity", "orderStatus.status", "orderStatus.filled"),
+    Fill: ("contract.symbol", "execution.execId", "execution.orderId", "execution.shares",
+           "execution.price"),
+    Execution: ("execId", "orderId", "permId", "shares", "price"),
+    CommissionReport: ("execId", "commission", "currency"),
+    PortfolioItem: ("account", "contract.symbol", "position", "marketPrice"),
+    Position: ("account", "contract.symbol", "position", "avgCost"),
+}  # fmt: skip
+
+
+def _brief_repr(paths: tuple[str, ...]) -> Callable[[object], str]:
+    def brief(self: object) -> str:
+        parts = []
+        for path in paths:
+            value: object = self
+            for name in path.split("."):
+                value = getattr(value, name, None)
+            parts.append(f"{path.rpartition('.')[2]}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    return brief
+
+
+def use_brief_reprs() -> None:
+    """Give ib_async's order objects the reprs of BRIEF_REPRS (idempotent)."""
+    for cls, paths in BRIEF_REPRS.items():
+        setattr(cls, "__repr__", _brief_repr(paths))  # noqa: B010 - mypy refuses assigning a method
 
 
 def _connect_failure(host: str, port: int, exc: BaseException) -> str:

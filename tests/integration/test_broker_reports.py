@@ -3,14 +3,25 @@ no report states a fact IB has not sent yet."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from ib_async import (
+    CommissionReport,
+    Execution,
+    Fill,
+    MarketOrder,
+    OrderStatus,
+    PortfolioItem,
+    Position,
+    Stock,
+    Trade,
+)
 
-from node.broker import Broker, OrderReport, OrderSpec
+from node.broker import BRIEF_REPRS, Broker, OrderReport, OrderSpec
 from node.clock import RealClock
 from support import until
 
@@ -18,13 +29,21 @@ pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def market_order(sim: Any, cid: str, qty: int) -> AsyncIterator[list[OrderReport]]:
+async def market_order(
+    sim: Any, cid: str, qty: int,
+    also: Callable[[Broker, list[OrderReport]], None] = lambda broker, reports: None,
+) -> AsyncIterator[list[OrderReport]]:  # fmt: skip
     """A broker connected to the simulator that has sent a buy market order of `qty` AAPL;
-    yields the reports it hands over, as they come."""
+    yields the reports it hands over, as they come (``also`` runs after each)."""
     broker = Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
                     heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
     reports: list[OrderReport] = []
-    broker.on_order_report = reports.append
+
+    def hand_over(report: OrderReport) -> None:
+        reports.append(report)
+        also(broker, reports)
+
+    broker.on_order_report = hand_over
     await broker.connect("127.0.0.1", sim.port, attempt_timeout=10)
     try:
         con_id = await broker.con_id("AAPL")
@@ -85,3 +104,31 @@ async def test_a_second_partial_fill_reports_the_new_average_before_ib_does(
     for report in ours:
         if report.filled == 2:
             assert report.avg_fill_price == final, report
+
+
+def test_ib_async_order_objects_get_brief_reprs() -> None:
+    """ib_async formats these for INFO lines the node never shows (about 100 µs for a
+    Trade); once a Broker exists they are cheap and still say which order they are."""
+    Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
+           heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
+    contract = Stock("AAPL", "SMART", "USD")
+    order = MarketOrder("BUY", 3, orderRef="r-1", orderId=7, permId=9001)
+    trade = Trade(contract, order, OrderStatus(orderId=7, status="Submitted", filled=0.0))
+    assert f"{trade}" == (
+        "Trade(orderId=7, permId=9001, orderRef='r-1', symbol='AAPL', action='BUY', "
+        "totalQuantity=3, status='Submitted', filled=0.0)"
+    )
+    execution = Execution(execId="e-1", orderId=7, permId=9001, shares=3.0, price=101.5)
+    samples = [
+        Fill(contract, execution, CommissionReport(execId="e-1", commission=1.0), trade.log),
+        execution,
+        CommissionReport(execId="e-1", commission=1.0, currency="USD"),
+        PortfolioItem(contract, 3.0, 101.5, 304.5, 101.5, 0.0, 0.0, "DU1"),
+        Position("DU1", contract, 3.0, 101.5),
+    ]
+    assert {type(sample) for sample in samples} | {Trade} == set(BRIEF_REPRS)
+    for sample in samples:
+        text = f"{sample}"
+        assert text.startswith(f"{type(sample).__name__}("), text
+        assert len(text) < 160, text
+        assert "AAPL" in text or "e-1" in text, text
