@@ -8,6 +8,7 @@ timeout is a bounded real-time I/O limit.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from loguru import logger
 from node.clock import Clock
 from node.events import Event, Trigger
 from node.ib_errors import ErrorClass, classify, farm_from_message, market_data, next_farm_state
+from node.message_pacer import MessagePacer
 
 
 class BrokerError(Exception):
@@ -187,6 +189,7 @@ class Broker:
         self.heartbeat_timeout = heartbeat_timeout
         self.heartbeat_misses = heartbeat_misses
         self._ib: IB | None = None
+        self._pacer: MessagePacer | None = None  # between the session's socket and ib_async
         self._leaving = False  # a disconnect we asked for is not a failure
         self.info: ConnectionInfo | None = None
         self.heartbeat = HeartbeatStatus()
@@ -234,6 +237,7 @@ class Broker:
         ib.execDetailsEvent += lambda trade, fill: self._on_trade(trade)
         ib.commissionReportEvent += lambda trade, fill, report: self._on_trade(trade)
         self._ib = ib
+        self._pacer = _paced(ib)
         self._leaving = False
         try:
             await ib.connectAsync(
@@ -263,6 +267,10 @@ class Broker:
 
     def disconnect(self) -> None:
         """Close the API connection on purpose (no `disconnected` event)."""
+        pacer, self._pacer = self._pacer, None
+        if pacer is not None:  # what arrived before we leave is decoded, as it came
+            pacer.flush()
+            pacer.close()
         ib, self._ib = self._ib, None
         self.info = None
         if ib is not None:
@@ -303,6 +311,13 @@ class Broker:
         order = _ib_order(spec)
         order.orderId = order_id
         ib.placeOrder(_contract(spec), order)
+
+    def defer_rest_of_burst(self) -> None:
+        """Decode the rest of what the gateway sent on the next turn of the event loop: a
+        request just answered by this report goes out before ib_async works through the rest
+        of IB's burst (the fill, account values, portfolio: 2 ms here). See message_pacer."""
+        if self._pacer is not None:
+            self._pacer.defer_rest()
 
     async def what_if(self, spec: OrderSpec) -> WhatIfReport:
         ib = self._require()
@@ -605,6 +620,29 @@ def use_brief_reprs() -> None:
     """Give ib_async's order objects the reprs of BRIEF_REPRS (idempotent)."""
     for cls, paths in BRIEF_REPRS.items():
         setattr(cls, "__repr__", _brief_repr(paths))  # noqa: B010 - mypy refuses assigning a method
+
+
+def _paced(ib: IB) -> MessagePacer:
+    """Put a MessagePacer between the session's socket and ib_async's decoder.
+
+    `_onSocketHasData` and `_onSocketDisconnected` are ib_async's own handlers of its
+    connection's two events; they are private, ib_async is pinned in uv.lock, and
+    tests/integration/test_broker_reports.py fails at once if they go away. On a close, what
+    the pacer still holds is decoded before ib_async hears of the close, as without it.
+    """
+    client = ib.client
+    connection = client.conn
+    pacer = MessagePacer(client._onSocketHasData, asyncio.get_running_loop().call_soon)
+
+    def closed(message: str) -> None:
+        pacer.flush()
+        client._onSocketDisconnected(message)  # type: ignore[no-untyped-call]
+
+    connection.hasData -= client._onSocketHasData
+    connection.hasData.connect(pacer.data_received, keep_ref=True)  # no weak reference
+    connection.disconnected -= client._onSocketDisconnected
+    connection.disconnected += closed
+    return pacer
 
 
 def _connect_failure(host: str, port: int, exc: BaseException) -> str:

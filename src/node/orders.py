@@ -352,10 +352,12 @@ class OrderService:
         """IB's report, as ib_async hands it over: a waiting POST is answered, and the report
         is queued for apply(), which makes it durable in order.
 
-        The answer comes first so that the POST's task is woken before the one that applies
-        the burst (tasks run in the order they were woken): the 201 goes out before the
-        burst's commit is prepared. The queueing is in `finally`, so nothing in the answer
-        can cost the durable path.
+        Tasks run in the order they were woken. The answer comes first: the POST's task is
+        woken, then the rest of IB's burst is put off until after it (the broker's
+        `defer_rest_of_burst`), then the task that applies the reports is woken. So the 201
+        goes out before the rest of the burst is decoded, and the burst is still applied in
+        one commit. The queueing is in `finally`, so nothing in the answer can cost the
+        durable path.
         """
         try:
             self._answer(report)
@@ -371,10 +373,13 @@ class OrderService:
         # Until the POST resumes (after ib_async's whole callback chain), later reports refine
         # the answer: ib_async reports IB's refusal as Cancelled, then the error that makes it
         # a rejection, in one call.
+        first = waiter.answer is None
         base = waiter.answer or waiter.committed
         changes = self._changes(base, report)
         waiter.answer = base if changes is None else replace(base, **changes)
         waiter.event.set()
+        if first:  # once: the rest of the burst is then decoded whole, as it always was
+            self.broker.defer_rest_of_burst()
 
     async def run(self) -> None:
         """Apply IB's order reports to the store, in order (a task of the daemon)."""

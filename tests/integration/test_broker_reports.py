@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import pytest
 from ib_async import (
     CommissionReport,
@@ -104,6 +105,33 @@ async def test_a_second_partial_fill_reports_the_new_average_before_ib_does(
     for report in ours:
         if report.filled == 2:
             assert report.avg_fill_price == final, report
+
+
+async def test_a_task_woken_by_the_first_report_runs_before_the_rest_of_the_burst(
+    sim_factory: Any,
+) -> None:
+    """The simulator sends an order's status, fill and account values in one write. Asked
+    after the first status, the broker decodes the rest only after the tasks already woken
+    (so the daemon's 201 need not wait for the whole burst), and none of the rest is lost.
+    Fails if ib_async's own socket handlers, which the broker rewires, go away."""
+    sim = await sim_factory()
+    answered = anyio.Event()
+    reports_at_answer: list[int] = []
+
+    def answer_first(broker: Broker, reports: list[OrderReport]) -> None:
+        if reports[-1].broker_status in ("PreSubmitted", "Submitted") and not answered.is_set():
+            reports_at_answer.append(len(reports))
+            answered.set()
+            broker.defer_rest_of_burst()
+
+    async with market_order(sim, "pace-1", 1, answer_first) as reports:
+        with anyio.fail_after(10):
+            await answered.wait()
+        reports_when_woken = len(reports)
+        await until(lambda: any(r.broker_status == "Filled" and r.commission is not None
+                                for r in reports))  # fmt: skip
+    assert reports_when_woken == reports_at_answer[0], "the burst was decoded first"
+    assert reports[-1].filled == Decimal(1)
 
 
 def test_ib_async_order_objects_get_brief_reprs() -> None:

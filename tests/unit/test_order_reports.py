@@ -4,7 +4,8 @@ A real AuditStore; the broker is a stand-in that hands reports over as ib_async 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,6 +20,7 @@ from node.api.schemas import OrderRequest
 from node.audit import AuditStore, AuditUnavailable, OrderRecord
 from node.broker import OrderReport
 from node.clock import ManualClock, RealClock
+from node.message_pacer import MessagePacer
 from node.orders import OrderProblem, OrderService, request_hash
 from node.safety import GateContext
 
@@ -53,6 +55,9 @@ class StandInBroker:
         self.sent.append((spec, order_id))
 
     async def refresh_completed(self) -> None:
+        return None
+
+    def defer_rest_of_burst(self) -> None:  # the real one puts off decoding; see the test below
         return None
 
     def order_reports(self) -> list[OrderReport]:
@@ -202,27 +207,27 @@ async def test_a_post_cancelled_while_waiting_leaves_no_waiter(running: Running)
     assert order.status == "filled"
 
 
-async def test_the_post_is_answered_before_the_burst_is_applied(
-    running: Running, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Tasks run in the order they were woken: the waiting POST must be woken before the task
-    that applies the burst, or the 201 waits for the burst's commit to be prepared. The real
-    clock, as in the daemon: the manual one waits in a task group, which adds a task to wake."""
+async def post_and_deliver(
+    running: Running, monkeypatch: pytest.MonkeyPatch, cid: str,
+    deliver: Callable[[], None], happened: list[str],
+) -> None:  # fmt: skip
+    """POST a market order with the real clock, as in the daemon; once it is sent, deliver
+    IB's burst. What happens is added to `happened`, in order: the 201's status and each
+    commit of reports."""
     running.service.gate_context = lambda: _open_gate()
     running.service.clock = RealClock()
-    happened: list[str] = []
     real = running.store.update_orders
 
     async def recording(updates: Any) -> Any:
-        happened.append("burst applied")
+        happened.append(f"applied {len(updates)} in one commit")
         return await real(updates)
 
     monkeypatch.setattr(running.store, "update_orders", recording)
-    request = OrderRequest(client_order_id="f-1", symbol="AAPL", side="buy", type="market",
+    request = OrderRequest(client_order_id=cid, symbol="AAPL", side="buy", type="market",
                            qty=Decimal(100))  # fmt: skip
 
     async def post() -> None:
-        placed = await running.service.place(request, "req-f")
+        placed = await running.service.place(request, f"req-{cid}")
         happened.append(f"answered {placed.record.status}")
 
     async with anyio.create_task_group() as tg:
@@ -230,11 +235,58 @@ async def test_the_post_is_answered_before_the_burst_is_applied(
         with anyio.fail_after(10):
             while not running.broker.sent:
                 await anyio.lowlevel.checkpoint()
-        running.broker.on_order_report(report("f-1", "Submitted", 0, broker_id=40))
-        running.broker.on_order_report(report("f-1", "Filled", 100, broker_id=40))  # one burst
+        deliver()
     await running.service.flush_reports()
-    assert happened == ["answered filled", "burst applied"]
+
+
+async def test_the_post_is_answered_before_the_burst_is_applied(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks run in the order they were woken: the waiting POST must be woken before the task
+    that applies the burst, or the 201 waits for the burst's commit to be prepared."""
+
+    def burst() -> None:  # both reports in one callback, as ib_async hands them over
+        running.broker.on_order_report(report("f-1", "Submitted", 0, broker_id=40))
+        running.broker.on_order_report(report("f-1", "Filled", 100, broker_id=40))
+
+    happened: list[str] = []
+    await post_and_deliver(running, monkeypatch, "f-1", burst, happened)
+    assert happened == ["answered filled", "applied 2 in one commit"]
 
 
 async def _open_gate() -> GateContext:
     return OPEN_GATE
+
+
+def framed(*fields: str) -> bytes:
+    body = "".join(f"{field}\0" for field in fields).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+async def test_the_post_is_answered_before_the_rest_of_the_burst_is_decoded(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker's pacer between the socket and the decoder, as in the daemon: the POST is
+    answered from the burst's first report and sent before the rest is decoded, and the
+    burst is still applied in one commit."""
+    happened: list[str] = []
+
+    def decode(data: bytes) -> None:  # ib_async's part: each orderStatus hands over a report
+        while data:
+            end = 4 + int.from_bytes(data[:4], "big")
+            message_id, status, filled = data[4:end].decode().split("\0")[:3]
+            data = data[end:]
+            if message_id == "3":
+                happened.append(f"decoded {status}")
+                running.broker.on_order_report(report("g-1", status, int(filled), broker_id=40))
+
+    pacer = MessagePacer(decode, asyncio.get_running_loop().call_soon)
+    monkeypatch.setattr(running.broker, "defer_rest_of_burst", pacer.defer_rest, raising=False)
+
+    def burst() -> None:  # one read: IB's burst
+        pacer.data_received(framed("3", "Submitted", "0") + framed("6", "NetLiquidation", "1")
+                            + framed("3", "Filled", "100"))  # fmt: skip
+
+    await post_and_deliver(running, monkeypatch, "g-1", burst, happened)
+    assert happened == ["decoded Submitted", "answered new", "decoded Filled",
+                        "applied 2 in one commit"]  # fmt: skip
