@@ -20,9 +20,10 @@ baseline measured in the same run, interleaved with it:
    ``client_order_id``) to its 201, which the daemon answers once IB has acknowledged the
    order, sent with the minimal HTTP/1.1 client on one keep-alive connection (so that the
    node, not an HTTP library, is what is timed; the same POST through httpx is shown for
-   reference), against an ib_async client (client id 77) connected straight to the daemon's
-   simulator placing the same ``MarketOrder`` until its first PreSubmitted / Submitted /
-   Filled status. Pairs alternate which goes first, and buy and sell pairs alternate.
+   reference), against an ib_async client (client id 77, a process of its own) connected
+   straight to the daemon's simulator placing the same ``MarketOrder`` until its first
+   PreSubmitted / Submitted / Filled status. Pairs alternate which goes first, and buy and
+   sell pairs alternate.
 4. *Requests per second* for GET /v1/state on this machine's cores: a fixed count of
    requests spread over concurrent keep-alive connections (the minimal client, in this
    process), daemon and bare server in turn, with each server's CPU time read from /proc.
@@ -45,7 +46,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
 import os
 import platform
 import re
@@ -64,7 +64,6 @@ from typing import Any
 
 import aiosqlite
 import httpx
-from ib_async import IB, MarketOrder, Stock, Trade
 from loguru import logger
 
 from common import (
@@ -202,6 +201,55 @@ async def main():
 anyio.run(main)
 """
 )
+# The baseline: an ib_async client in a process of its own, so that the account burst each
+# order brings to every session (its own, the daemon's, the floor's) is decoded where no other
+# figure is being timed. Each stdin line ("buy" / "sell") places a 1-share market order; it
+# prints the time from placeOrder to the first ack, measured in this process, and the status.
+BASELINE_CLIENT = """\
+import asyncio, json, sys, time
+from ib_async import IB, MarketOrder, Stock
+
+_port, gateway_port, client_id, account, symbol, run = sys.argv[1:7]
+ACK = ("PreSubmitted", "Submitted", "Filled")
+
+async def main():
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", int(gateway_port), clientId=int(client_id), timeout=10)
+    contract = Stock(symbol, "SMART", "USD")
+    await ib.qualifyContractsAsync(contract)
+    loop = asyncio.get_running_loop()
+    commands = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    print("ready", flush=True)
+    placed = 0
+    while line := await commands.readline():
+        placed += 1
+        order = MarketOrder(line.decode().strip().upper(), 1)
+        order.tif, order.orderRef, order.account = "DAY", f"bench-ib-{run}-{placed}", account
+        acked = loop.create_future()
+
+        def on_status(trade):
+            status = trade.orderStatus.status
+            if status in ACK and not acked.done():
+                acked.set_result(status)
+            elif status in ("Inactive", "Cancelled", "ApiCancelled") and not acked.done():
+                acked.set_exception(RuntimeError(f"order {status}: {trade.log}"))
+
+        t0 = time.perf_counter()
+        trade = ib.placeOrder(contract, order)
+        trade.statusEvent += on_status
+        try:
+            status = await asyncio.wait_for(acked, 10)
+        except Exception as exc:
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+            continue
+        elapsed = time.perf_counter() - t0
+        trade.statusEvent -= on_status
+        print(json.dumps({"elapsed": elapsed, "status": status}), flush=True)
+    ib.disconnect()
+
+asyncio.run(main())
+"""
 IMPORTS = "import node.cli, node.runtime, node.daemon, node.api.trading, node.api.openapi"
 
 
@@ -417,11 +465,13 @@ class Daemon:
 
 class ChildServer:
     """A server script run by a child process of the same interpreter on a free port; it
-    prints "ready" once it serves."""
+    prints "ready" once it serves. With ``commands``, it reads one request per stdin line
+    and answers each with one JSON line (``ask``)."""
 
     def __init__(self, name: str, script: str, args: list[str], workdir: Path,
-                 env: dict[str, str]) -> None:  # fmt: skip
+                 env: dict[str, str], commands: bool = False) -> None:  # fmt: skip
         self.name = name
+        self.commands = commands
         self.script = script
         self.port = free_ports(1)[0]
         self.args = [str(self.port), *args]
@@ -439,13 +489,26 @@ class ChildServer:
         with self.log.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", self.script, *self.args,
-                cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
+                cwd=self.workdir, env=self.env,
+                stdin=subprocess.PIPE if self.commands else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=err, start_new_session=True,
             )  # fmt: skip
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), budget.cap(WAIT_CAP))
         if line.strip() != b"ready":
             raise BenchFailed(f"the {self.name} server did not start:\n{tail(self.log)}")
+
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), REQUEST_TIMEOUT + 5)
+        if not line:
+            raise BenchFailed(f"the {self.name} process ended:\n{tail(self.log)}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
     async def close(self) -> None:
         proc = self.proc
@@ -578,50 +641,30 @@ async def state_latency(res: Results, daemon: Daemon, bare: ChildServer, counts:
 
 
 class Baseline:
-    """The ib_async client (client id BASELINE_CLIENT_ID) straight to the daemon's simulator."""
+    """The ib_async client (client id BASELINE_CLIENT_ID) straight to the daemon's simulator,
+    in a child process of its own (BASELINE_CLIENT)."""
 
-    def __init__(self, res: Results, gateway_port: int, account: str) -> None:
+    def __init__(self, res: Results, workdir: Path, env: dict[str, str], gateway_port: int,
+                 account: str) -> None:  # fmt: skip
         self.res = res
-        self.gateway_port = gateway_port
-        self.account = account
-        self.ib = IB()
-        self.contract = Stock(SYMBOL, "SMART", "USD")
         self.run = dt.datetime.now(dt.UTC).strftime("%H%M%S")
-        self.placed = 0
+        args = [str(gateway_port), str(BASELINE_CLIENT_ID), account, SYMBOL, self.run]
+        self.client = ChildServer("baseline", BASELINE_CLIENT, args, workdir, env, commands=True)
 
-    async def connect(self) -> None:
-        await self.ib.connectAsync(HOST, self.gateway_port, clientId=BASELINE_CLIENT_ID,
-                                   timeout=10)  # fmt: skip
-        await asyncio.wait_for(self.ib.qualifyContractsAsync(self.contract), REQUEST_TIMEOUT)
+    async def connect(self, budget: Budget) -> None:
+        await self.client.start(budget)
+
+    async def close(self) -> None:
+        await self.client.close()
 
     async def leg(self, i: int, side: str) -> float:
-        """One leg of a pair (``alternate``'s signature)."""
-        return await self.place(side)
-
-    async def place(self, side: str) -> float:
-        """placeOrder → the first PreSubmitted / Submitted / Filled status, in seconds."""
-        self.placed += 1
-        order = MarketOrder(side.upper(), 1)
-        order.tif = "DAY"
-        order.orderRef = f"bench-ib-{self.run}-{self.placed}"
-        order.account = self.account
-        acked: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        def on_status(trade: Trade) -> None:
-            status = trade.orderStatus.status
-            if status in ACK and not acked.done():
-                acked.set_result(status)
-            elif status in ("Inactive", "Cancelled", "ApiCancelled") and not acked.done():
-                acked.set_exception(BenchFailed(f"ib_async order {status}: {trade.log}"))
-
-        t0 = time.perf_counter()
-        trade = self.ib.placeOrder(self.contract, order)
-        trade.statusEvent += on_status
-        status = await asyncio.wait_for(acked, REQUEST_TIMEOUT)
-        elapsed = time.perf_counter() - t0
-        trade.statusEvent -= on_status
-        self.res.seen("ib_async", status)
-        return elapsed
+        """One leg of a pair (``alternate``'s signature): placeOrder → the first
+        PreSubmitted / Submitted / Filled status, in seconds, as the client measured it."""
+        answer = await self.client.ask(side)
+        if "error" in answer:
+            raise BenchFailed(f"ib_async baseline: {answer['error']}")
+        self.res.seen("ib_async", str(answer["status"]))
+        return float(answer["elapsed"])
 
 
 async def post_order(client: RawClient, cid: str, side: str) -> float:
@@ -858,7 +901,6 @@ async def syscalls(res: Results, daemon: Daemon, budget: Budget) -> None:
 
 
 async def bench(args: argparse.Namespace) -> Results:
-    logging.getLogger("ib_async").setLevel(logging.CRITICAL)
     logger.disable("node")  # the probe audit store's own log lines
     res = Results()
     budget = Budget(args.max_seconds)
@@ -883,8 +925,8 @@ async def bench(args: argparse.Namespace) -> Results:
             print(f"GET /v1/state latency ({budget.elapsed():.0f} s)", file=sys.stderr)
             await state_latency(res, daemon, bare, counts, budget)
             print(f"order round trips ({budget.elapsed():.0f} s)", file=sys.stderr)
-            baseline = Baseline(res, daemon.gateway_port, account)
-            await baseline.connect()
+            baseline = Baseline(res, top, env, daemon.gateway_port, account)
+            await baseline.connect(budget)
             try:
                 await orders(res, daemon, baseline, counts, budget)
                 print(f"floor server's order round trips ({budget.elapsed():.0f} s)",
@@ -898,7 +940,7 @@ async def bench(args: argparse.Namespace) -> Results:
                 finally:
                     await floor.close()
             finally:
-                baseline.ib.disconnect()
+                await baseline.close()
             print(f"requests per second ({budget.elapsed():.0f} s)", file=sys.stderr)
             await throughput(res, daemon, bare, counts, budget)
             if not args.no_strace:
@@ -1278,8 +1320,11 @@ its stats to FILE at shutdown; the figures of such a run are not comparable),
   library costs its caller (httpx alone costs about as much as the target; after each pair
   one more order goes through httpx, shown for reference); the baseline is an
   ib_async client (client id {BASELINE_CLIENT_ID}, connected straight to the daemon's simulator
-  port) placing the same `MarketOrder` (`DAY`, the account, an `orderRef`), timed from
-  `placeOrder` to the first {" / ".join(ACK)} status. One pair every {ORDER_GAP * 1000:g} ms
+  port) placing the same `MarketOrder` (`DAY`, the account, an `orderRef`), timed in its own
+  process from `placeOrder` to the first {" / ".join(ACK)} status (its own process: every
+  order brings an account burst to every session, and decoding it in the timing client's
+  process made the figures of both paths depend on when it came).
+  One pair every {ORDER_GAP * 1000:g} ms
   (20 orders/s per client, under ib_async's 45 requests/s throttle), which one goes first
   alternating, buy pairs and sell pairs alternating so the position stays flat;
   {FULL["orders"]} pairs after {FULL["order_warmup"]} unrecorded ({QUICK["orders"]} with
