@@ -47,6 +47,7 @@ __all__ = [
     "KIND_IB_ERROR",
     "KIND_KILL_SWITCH",
     "KIND_ORDER_ACK",
+    "KIND_ORDER_EVENT",
     "KIND_ORDER_INTENT",
     "KIND_ORDER_RELEASED",
     "KIND_ORDER_STATUS",
@@ -92,6 +93,7 @@ KIND_AUTH_FAILURE = "auth_failure"  # a request refused by the allow-list or the
 KIND_ARM_FILE = "arm_file"  # the arm file appeared or disappeared
 KIND_ORDER_INTENT = "order_intent"  # written by insert_order, before the order is sent
 KIND_ORDER_ACK = "order_ack"  # IB's first report of an order
+KIND_ORDER_EVENT = "order_event"  # an order's trade update, as streamed on /v1/events
 KIND_ORDER_STATUS = "order_status"  # written by update_order: the changed fields
 KIND_FILL = "fill"  # an execution, with its commission when known
 KIND_CANCEL = "cancel"  # a cancel requested (one order, all, or the kill switch's sweep)
@@ -109,6 +111,7 @@ JOURNAL_KINDS = frozenset(
         KIND_ARM_FILE,
         KIND_ORDER_INTENT,
         KIND_ORDER_ACK,
+        KIND_ORDER_EVENT,
         KIND_ORDER_STATUS,
         KIND_FILL,
         KIND_CANCEL,
@@ -750,13 +753,18 @@ class AuditStore:
             raise AuditUnavailable(f"the audit store {self.path} is closed")
         return self._db
 
-    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(
+        self, body: Callable[[sqlite3.Connection], T], on_commit: Callable[[T], None] | None = None
+    ) -> T:
         """Run body in one IMMEDIATE transaction and commit before returning.
 
         The whole transaction runs on aiosqlite's thread in one call: one hand-over between
         threads instead of one per statement (each also wakes the event loop), which is what
         an order's intent costs before it may be sent. Shielded from cancellation: a cancelled
         caller never leaves a half-run transaction, and the row is committed or rolled back.
+
+        `on_commit(result)` runs once committed, before the next write can commit: whoever
+        streams rows (SSE) from it sees them in journal order. It must not raise or wait.
         """
 
         def transaction(conn: sqlite3.Connection) -> T:
@@ -787,6 +795,8 @@ class AuditStore:
                     result = await on_connection_thread(db, transaction)
                 except sqlite3.Error as error:
                     raise AuditUnavailable(f"audit store write failed: {error}") from error
+            if on_commit is not None:
+                on_commit(result)
             return result
 
     async def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -840,8 +850,11 @@ class AuditStore:
         [seq] = await self.journal_many([JournalRow(kind, data, request_id, client_order_id, at)])
         return seq
 
-    async def journal_many(self, rows: Sequence[JournalRow]) -> list[int]:
-        """Append rows in order in one transaction (one commit); returns their seqs."""
+    async def journal_many(
+        self, rows: Sequence[JournalRow], on_commit: Callable[[list[int]], None] | None = None
+    ) -> list[int]:
+        """Append rows in order in one transaction (one commit); returns their seqs (also to
+        `on_commit`, see `_write`)."""
         now = self._now()
         texts = [  # a TypeError here leaves nothing half-written
             (row.kind, canonical_json(row.data), row.request_id, row.client_order_id,
@@ -852,7 +865,7 @@ class AuditStore:
         def body(conn: sqlite3.Connection) -> list[int]:
             return [self._append(conn, *text) for text in texts]
 
-        return await self._write(body)
+        return await self._write(body, on_commit)
 
     async def journal_since(
         self, after_seq: int, *, kinds: Collection[str] | None = None, limit: int = 1000
@@ -879,8 +892,15 @@ class AuditStore:
 
     # ------------------------------------------------------------------ orders
 
-    async def insert_order(self, record: OrderRecord) -> None:
-        """Record a new order and its order_intent row; DuplicateOrder when the id is taken."""
+    async def insert_order(
+        self,
+        record: OrderRecord,
+        also_journal: Sequence[tuple[str, dict[str, Any]]] = (),
+        on_commit: Callable[[list[int]], None] | None = None,
+    ) -> list[int]:
+        """Record a new order and its order_intent row, then the `also_journal` rows (kind,
+        data) for the same order, in one commit; returns their seqs (also to `on_commit`, see
+        `_write`). DuplicateOrder when the id is taken."""
         coerced = {name: _coerce(name, getattr(record, name)) for name in ORDER_COLUMNS}
         if coerced["updated_at"] is None:
             coerced["updated_at"] = coerced["created_at"]
@@ -892,8 +912,9 @@ class AuditStore:
                   for name in ORDER_COLUMNS]  # fmt: skip
         data_text = canonical_json(data)
         at_text = data["created_at"]
+        extra = [(kind, canonical_json(extra_data)) for kind, extra_data in also_journal]
 
-        def body(conn: sqlite3.Connection) -> None:
+        def body(conn: sqlite3.Connection) -> list[int]:
             try:
                 conn.execute(
                     f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)})"
@@ -912,8 +933,12 @@ class AuditStore:
                 record.client_order_id,
                 at_text,
             )
+            return [
+                self._append(conn, kind, text, record.request_id, record.client_order_id, at_text)
+                for kind, text in extra
+            ]
 
-        await self._write(body)
+        return await self._write(body, on_commit)
 
     async def update_order(self, client_order_id: str, /, **changes: Any) -> OrderRecord:
         """Change fields of an order (updated_at = now unless given) and journal order_status.

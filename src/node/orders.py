@@ -19,7 +19,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from node.api.schemas import OrderRequest
-from node.audit import KIND_FILL, AuditStore, DuplicateOrder, OrderRecord, OrderUpdate
+from node.audit import (
+    KIND_FILL,
+    KIND_ORDER_EVENT,
+    AuditStore,
+    DuplicateOrder,
+    OrderRecord,
+    OrderUpdate,
+)
 from node.broker import (
     Broker,
     BrokerError,
@@ -117,6 +124,7 @@ class OrderService:
         trading_mode: str,
         count: Callable[[str, str], None] = lambda metric, label: None,
         alert: Callable[[str, str], None] = lambda kind, message: None,
+        stream_order_event: Callable[[int, dict[str, Any]], None] = lambda seq, data: None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -127,6 +135,8 @@ class OrderService:
         self.trading_mode = trading_mode
         self._count = count  # ("outcome" | "gate", label) for the metrics
         self._alert = alert  # (notice kind, message): the notifiers
+        # An order event committed with the intent, as (seq, data): to the SSE stream.
+        self._stream_order_event = stream_order_event
         self._in_flight: set[str] = set()
         # The node's open orders, for MAX_OPEN_ORDERS without a database read per order;
         # loaded by run() and kept by insert and apply.
@@ -204,8 +214,14 @@ class OrderService:
             broker_order_id=broker_id,
             submitted_at=now,
         )  # fmt: skip
+        # The intent, before anything is sent, and the pending_new event in the same commit:
+        # no second commit (and fsync) while IB works on the order.
+        created = {"event": "pending_new", "order": record.to_api()}
         try:
-            await self.store.insert_order(record)  # the intent, before anything is sent
+            await self.store.insert_order(
+                record, [(KIND_ORDER_EVENT, created)],
+                lambda seqs: self._stream_order_event(seqs[0], created),
+            )  # fmt: skip
             self.open_ids.add(cid)
             if self._known_ids is not None:
                 self._known_ids.add(cid)
@@ -235,6 +251,8 @@ class OrderService:
                 cid, status="rejected", status_reason=f"not sent: {exc}", failed_at=now
             )
             self._alert(ORDER_REJECTED, f"order {cid} rejected: {record.status_reason}")
+            self.publish({"event": sse_event_name("pending_new", "rejected"),
+                          "order": record.to_api()})  # fmt: skip
             self.open_ids.discard(cid)
             self._acks.pop(cid, None)
             return Placed(record, replayed=False)
@@ -242,7 +260,6 @@ class OrderService:
         self._count("outcome", "sent")
         logger.info("request {} order {} sent to IB as #{} ({} {} {} {})", request_id, cid,
                     broker_id, request.side, request.qty, request.symbol, request.type)  # fmt: skip
-        self.publish({"event": "pending_new", "order": record.to_api()})
         try:
             await self.clock.wait(waiter.event, self.ack_timeout)
         finally:  # a cancelled POST (client gone) must not leave its waiter behind

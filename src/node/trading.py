@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -13,7 +14,7 @@ from loguru import logger
 
 from node.api.events import EventHub, StreamEvent
 from node.api.metrics import NodeMetrics
-from node.audit import AuditStore, JournalRow
+from node.audit import KIND_ORDER_EVENT, AuditStore, JournalRow
 from node.broker import Broker, BrokerError
 from node.clock import Clock
 from node.config import Settings
@@ -23,7 +24,7 @@ from node.plugins.notifiers.base import KILL_SWITCH
 from node.queues import with_queued
 from node.safety import GateContext, blocked_by
 
-ORDER_EVENT = "order_event"
+ORDER_EVENT = KIND_ORDER_EVENT
 SNAPSHOT_NAME = "audit.db"
 
 
@@ -65,7 +66,7 @@ class Trading:
         self.orders = OrderService(
             store, broker, clock, self.gate_context, self.publish_order_event,
             ack_timeout=settings.ORDER_ACK_TIMEOUT, trading_mode=settings.TRADING_MODE,
-            count=self._count, alert=alert,
+            count=self._count, alert=alert, stream_order_event=self.stream_order_event,
         )  # fmt: skip
 
     def _count(self, metric: str, label: str) -> None:
@@ -190,6 +191,11 @@ class Trading:
         wait for it (the order's own row is already committed)."""
         self.journal_later(ORDER_EVENT, data)
 
+    def stream_order_event(self, seq: int, data: dict[str, Any]) -> None:
+        """An order event already journaled (as seq), given from the store's `on_commit`:
+        streamed in journal order like the writer's own."""
+        self.hub.publish(StreamEvent(seq, "order", data))
+
     async def _write_journal(self) -> None:
         async with self._journal_out:
             async for first in self._journal_out:
@@ -199,22 +205,24 @@ class Trading:
                     for kind, data, request_id in batch
                 ]  # fmt: skip
                 try:
-                    written = list(zip(await self.store.journal_many(rows), rows, strict=True))
+                    await self.store.journal_many(rows, partial(self._stream, rows))
                 except Exception:  # one bad row must not cost the others: one at a time
-                    written = [item for row in rows if (item := await self._journal_one(row))]
-                for seq, row in written:
-                    if row.kind == "transition":
-                        self.hub.publish(StreamEvent(seq, "state", row.data))
-                    elif row.kind == ORDER_EVENT:
-                        self.hub.publish(StreamEvent(seq, "order", row.data))
+                    for row in rows:
+                        await self._journal_one(row)
 
-    async def _journal_one(self, row: JournalRow) -> tuple[int, JournalRow] | None:
+    def _stream(self, rows: list[JournalRow], seqs: list[int]) -> None:
+        """Under the store's write lock (its `on_commit`): streamed in journal order."""
+        for seq, row in zip(seqs, rows, strict=True):
+            if row.kind == "transition":
+                self.hub.publish(StreamEvent(seq, "state", row.data))
+            elif row.kind == ORDER_EVENT:
+                self.hub.publish(StreamEvent(seq, "order", row.data))
+
+    async def _journal_one(self, row: JournalRow) -> None:
         try:
-            [seq] = await self.store.journal_many([row])
+            await self.store.journal_many([row], partial(self._stream, [row]))
         except Exception as exc:  # the daemon keeps running; the log still has it
             logger.error("could not journal {}: {}", row.kind, exc)
-            return None
-        return seq, row
 
     async def snapshot(self) -> None:
         folder = self.settings.GDRIVE_BASE_PATH

@@ -21,6 +21,7 @@ from node.audit import (
     GENESIS_HASH,
     JOURNAL_KINDS,
     KIND_FILL,
+    KIND_ORDER_EVENT,
     KIND_ORDER_INTENT,
     KIND_ORDER_RELEASED,
     KIND_ORDER_STATUS,
@@ -446,6 +447,36 @@ async def test_journal_many_writes_rows_in_order_in_one_transaction(
     with pytest.raises(TypeError):  # one bad row: none of the batch is written
         await store.journal_many([JournalRow("x", {"ok": 1}), JournalRow("x", {"bad": object()})])
     assert await store.last_seq() == 2
+    assert verify_chain(db_path).ok
+
+
+async def test_an_intent_and_its_event_are_one_commit_seen_committed_by_on_commit(
+    store: AuditStore, db_path: Path
+) -> None:
+    """The order path commits the intent and its pending_new event together; `on_commit`
+    streams the event, and by then another connection already reads both rows."""
+    await store.journal(KIND_TRANSITION, {"to": "SERVING"})
+    committed_when_called: list[list[tuple[int, str]]] = []
+
+    def on_commit(seqs: list[int]) -> None:
+        with sqlite3.connect(db_path) as other:  # a reader sees only what is committed
+            rows = other.execute("SELECT seq, kind FROM journal WHERE seq >= ? ORDER BY seq",
+                                 (seqs[0] - 1,)).fetchall()  # fmt: skip
+        committed_when_called.append(rows)
+
+    event = {"event": "pending_new", "order": {"client_order_id": "pi-ev"}}
+    seqs = await store.insert_order(order("pi-ev"), [(KIND_ORDER_EVENT, event)], on_commit)
+    assert seqs == [3]
+    assert committed_when_called == [[(2, KIND_ORDER_INTENT), (3, KIND_ORDER_EVENT)]]
+    [intent, streamed] = await store.journal_since(1)
+    assert (streamed.kind, streamed.data, streamed.client_order_id, streamed.request_id) == (
+        KIND_ORDER_EVENT, event, "pi-ev", intent.request_id,
+    )  # fmt: skip
+    assert streamed.at == intent.at
+    with pytest.raises(DuplicateOrder):  # refused: no event row either, and no on_commit
+        await store.insert_order(order("pi-ev"), [(KIND_ORDER_EVENT, event)], on_commit)
+    assert await store.last_seq() == 3
+    assert len(committed_when_called) == 1
     assert verify_chain(db_path).ok
 
 

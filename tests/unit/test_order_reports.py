@@ -18,7 +18,7 @@ import pytest
 
 from node.api.schemas import OrderRequest
 from node.audit import AuditStore, AuditUnavailable, OrderRecord
-from node.broker import OrderReport
+from node.broker import BrokerError, OrderReport
 from node.clock import ManualClock, RealClock
 from node.message_pacer import MessagePacer
 from node.orders import OrderProblem, OrderService, request_hash
@@ -290,3 +290,32 @@ async def test_the_post_is_answered_before_the_rest_of_the_burst_is_decoded(
     await post_and_deliver(running, monkeypatch, "g-1", burst, happened)
     assert happened == ["decoded Submitted", "answered new", "decoded Filled",
                         "applied 2 in one commit"]  # fmt: skip
+
+
+async def test_the_pending_new_event_is_committed_with_the_intent(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed from the intent's own commit (no second commit while IB works); an order the
+    broker could not send is then announced as rejected."""
+    streamed: list[tuple[int, str]] = []
+    published: list[str] = []
+    running.service.gate_context = lambda: _open_gate()
+    monkeypatch.setattr(running.service, "_stream_order_event",
+                        lambda seq, data: streamed.append((seq, data["event"])))  # fmt: skip
+    monkeypatch.setattr(running.service, "publish", lambda data: published.append(data["event"]))
+
+    def socket_gone(spec: Any, order_id: int) -> None:
+        raise BrokerError("not connected to the gateway")
+
+    monkeypatch.setattr(running.broker, "place_order", socket_gone)
+    request = OrderRequest(client_order_id="e-1", symbol="AAPL", side="buy", type="market",
+                           qty=Decimal(100))  # fmt: skip
+    placed = await running.service.place(request, "req-e")
+    assert placed.record.status == "rejected"
+    journal = await running.store.journal_since(0)
+    [event_row] = [e for e in journal if e.kind == "order_event"]
+    intent_row = next(e for e in journal if e.kind == "order_intent")
+    assert event_row.seq == intent_row.seq + 1
+    assert event_row.data["order"]["status"] == "pending_new"
+    assert streamed == [(event_row.seq, "pending_new")]
+    assert published == ["rejected"]
