@@ -1225,9 +1225,10 @@ def reading(res: Results) -> str:
             f"fsync/fdatasync calls (median; {ms(statistics.median(res.get('strace.sync_s')))} "
             f"inside them, slowed by strace) and its event loop was woken {wakes:g} times from "
             "another thread (aiosqlite's worker answers every SQL statement that way). Each "
-            "fdatasync is one committed audit transaction: the intent's, before the order is "
-            "sent, and the journal writer's row for the pending_new event, while IB works on "
-            "the order (IB's reports are committed after the 201)."
+            "fdatasync is one committed audit transaction; the order's own is the intent's, "
+            "with its pending_new event, before the order is sent (IB's reports are committed "
+            "after the 201; a second one in the window is another order's burst or an IB "
+            "notice being journaled)."
         )
         if o and ob and commit and hop:
             text += (
