@@ -444,8 +444,11 @@ class OrderRecord:
         con_id: int | None = None,
         account_id: str | None = None,
         at: datetime | None = None,
+        broker_order_id: int | None = None,
     ) -> OrderRecord:
-        """A pending_new record for a validated request, with a fresh ULID id."""
+        """A pending_new record for a validated request, with a fresh ULID id; with a
+        `broker_order_id` (reserved for sending it), submitted at `at` too."""
+        created = at or _utc_now()
         return cls(
             client_order_id=request.client_order_id,
             request_hash=request_hash,
@@ -464,7 +467,9 @@ class OrderRecord:
             qty=request.qty,
             limit_price=request.limit_price,
             stop_price=request.stop_price,
-            created_at=at or _utc_now(),
+            created_at=created,
+            broker_order_id=broker_order_id,
+            submitted_at=created if broker_order_id is not None else None,
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -474,9 +479,7 @@ class OrderRecord:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready values: decimals as strings, times as RFC 3339 UTC, plus remaining_qty."""
-        values = {name: _json_value(name, getattr(self, name)) for name in ORDER_COLUMNS}
-        values["remaining_qty"] = _decimal_text(self.remaining_qty)
-        return values
+        return _order_json({name: getattr(self, name) for name in ORDER_COLUMNS})
 
 
 ORDER_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(OrderRecord))
@@ -533,6 +536,13 @@ _TIME_FIELDS = frozenset(
 _BOOL_FIELDS = frozenset({"extended_hours", "reconcile_pending"})
 # The identity of an order and the request it came from never change after insert.
 _IMMUTABLE_FIELDS = frozenset({"client_order_id", "id", "request_hash", "created_at"})
+
+
+def _order_json(values: Mapping[str, Any]) -> dict[str, Any]:
+    """OrderRecord.to_json of the record these column values make."""
+    data = {name: _json_value(name, values[name]) for name in ORDER_COLUMNS}
+    data["remaining_qty"] = _decimal_text(values["qty"] - values["filled_qty"])
+    return data
 
 
 def _json_value(name: str, value: Any) -> Any:
@@ -895,26 +905,30 @@ class AuditStore:
     async def insert_order(
         self,
         record: OrderRecord,
-        also_journal: Sequence[tuple[str, dict[str, Any]]] = (),
-        on_commit: Callable[[list[int]], None] | None = None,
-    ) -> list[int]:
-        """Record a new order and its order_intent row, then the `also_journal` rows (kind,
-        data) for the same order, in one commit; returns their seqs (also to `on_commit`, see
-        `_write`). DuplicateOrder when the id is taken."""
+        events: Sequence[str] = (),
+        on_commit: Callable[[list[tuple[int, dict[str, Any]]]], None] | None = None,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Record a new order and its order_intent row, then an order_event row for each of
+        `events` (a trade update's name, e.g. pending_new, with the order's API object), in
+        one commit; returns (seq, data) of those rows (also to `on_commit`, see `_write`).
+        DuplicateOrder when the id is taken."""
         coerced = {name: _coerce(name, getattr(record, name)) for name in ORDER_COLUMNS}
         if coerced["updated_at"] is None:
             coerced["updated_at"] = coerced["created_at"]
-        record = dataclasses.replace(record, **coerced)
-        # The columns are the JSON form (booleans as 0/1): each value is formatted once, on
-        # the path every order takes before it may be sent.
-        data = record.to_json()
+        # The columns, the intent and its events are one JSON form (booleans as 0/1 in the
+        # columns), each value formatted once: this runs before every order may be sent.
+        data = _order_json(coerced)
         values = [_db_value(name, data[name]) if name in _BOOL_FIELDS else data[name]
                   for name in ORDER_COLUMNS]  # fmt: skip
         data_text = canonical_json(data)
         at_text = data["created_at"]
-        extra = [(kind, canonical_json(extra_data)) for kind, extra_data in also_journal]
+        announced: list[dict[str, Any]] = [
+            {"event": name, "order": {field: data[field] for field in API_ORDER_FIELDS}}
+            for name in events
+        ]
+        extra = [canonical_json(event) for event in announced]
 
-        def body(conn: sqlite3.Connection) -> list[int]:
+        def body(conn: sqlite3.Connection) -> list[tuple[int, dict[str, Any]]]:
             try:
                 conn.execute(
                     f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)})"
@@ -933,10 +947,12 @@ class AuditStore:
                 record.client_order_id,
                 at_text,
             )
-            return [
-                self._append(conn, kind, text, record.request_id, record.client_order_id, at_text)
-                for kind, text in extra
-            ]
+            seqs = [
+                self._append(conn, KIND_ORDER_EVENT, text, record.request_id,
+                             record.client_order_id, at_text)
+                for text in extra
+            ]  # fmt: skip
+            return list(zip(seqs, announced, strict=True))
 
         return await self._write(body, on_commit)
 

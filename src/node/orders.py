@@ -19,14 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from node.api.schemas import OrderRequest
-from node.audit import (
-    KIND_FILL,
-    KIND_ORDER_EVENT,
-    AuditStore,
-    DuplicateOrder,
-    OrderRecord,
-    OrderUpdate,
-)
+from node.audit import KIND_FILL, AuditStore, DuplicateOrder, OrderRecord, OrderUpdate
 from node.broker import (
     Broker,
     BrokerError,
@@ -206,22 +199,15 @@ class OrderService:
             broker_id = self.broker.reserve_order_id()
         except BrokerError as exc:
             raise OrderProblem("gateway-unavailable", 503, str(exc), 5.0) from None
-        record = replace(
-            OrderRecord.new(
-                request, request_hash=digest, request_id=request_id, con_id=con_id,
-                account_id=ctx.account or "", trading_mode=self.trading_mode, at=now,
-            ),
+        record = OrderRecord.new(
+            request, request_hash=digest, request_id=request_id, con_id=con_id,
+            account_id=ctx.account or "", trading_mode=self.trading_mode, at=now,
             broker_order_id=broker_id,
-            submitted_at=now,
         )  # fmt: skip
-        # The intent, before anything is sent, and the pending_new event in the same commit:
-        # no second commit (and fsync) while IB works on the order.
-        created = {"event": "pending_new", "order": record.to_api()}
         try:
-            await self.store.insert_order(
-                record, [(KIND_ORDER_EVENT, created)],
-                lambda seqs: self._stream_order_event(seqs[0], created),
-            )  # fmt: skip
+            # The intent, before anything is sent, and the pending_new event in the same
+            # commit: no second commit (and fsync) while IB works on the order.
+            await self.store.insert_order(record, ["pending_new"], self._stream_created)
             self.open_ids.add(cid)
             if self._known_ids is not None:
                 self._known_ids.add(cid)
@@ -271,6 +257,10 @@ class OrderService:
         current = await self.store.get_order(cid)
         assert current is not None
         return Placed(current, replayed=False)
+
+    def _stream_created(self, events: list[tuple[int, dict[str, Any]]]) -> None:
+        for seq, data in events:
+            self._stream_order_event(seq, data)
 
     async def _reference_price(self, request: OrderRequest, ctx: GateContext) -> Decimal | None:
         """A price for the notional limit when the order has none (market orders)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -458,15 +459,17 @@ async def test_an_intent_and_its_event_are_one_commit_seen_committed_by_on_commi
     await store.journal(KIND_TRANSITION, {"to": "SERVING"})
     committed_when_called: list[list[tuple[int, str]]] = []
 
-    def on_commit(seqs: list[int]) -> None:
+    def on_commit(events: list[tuple[int, dict[str, Any]]]) -> None:
         with sqlite3.connect(db_path) as other:  # a reader sees only what is committed
             rows = other.execute("SELECT seq, kind FROM journal WHERE seq >= ? ORDER BY seq",
-                                 (seqs[0] - 1,)).fetchall()  # fmt: skip
+                                 (events[0][0] - 1,)).fetchall()  # fmt: skip
         committed_when_called.append(rows)
 
-    event = {"event": "pending_new", "order": {"client_order_id": "pi-ev"}}
-    seqs = await store.insert_order(order("pi-ev"), [(KIND_ORDER_EVENT, event)], on_commit)
-    assert seqs == [3]
+    record = order("pi-ev")
+    [(seq, event)] = await store.insert_order(record, ["pending_new"], on_commit)
+    assert seq == 3
+    stored = dataclasses.replace(record, updated_at=record.created_at)  # as insert_order sets
+    assert event == {"event": "pending_new", "order": stored.to_api()}
     assert committed_when_called == [[(2, KIND_ORDER_INTENT), (3, KIND_ORDER_EVENT)]]
     [intent, streamed] = await store.journal_since(1)
     assert (streamed.kind, streamed.data, streamed.client_order_id, streamed.request_id) == (
@@ -474,7 +477,7 @@ async def test_an_intent_and_its_event_are_one_commit_seen_committed_by_on_commi
     )  # fmt: skip
     assert streamed.at == intent.at
     with pytest.raises(DuplicateOrder):  # refused: no event row either, and no on_commit
-        await store.insert_order(order("pi-ev"), [(KIND_ORDER_EVENT, event)], on_commit)
+        await store.insert_order(order("pi-ev"), ["pending_new"], on_commit)
     assert await store.last_seq() == 3
     assert len(committed_when_called) == 1
     assert verify_chain(db_path).ok
