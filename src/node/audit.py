@@ -468,6 +468,7 @@ class OrderRecord:
             limit_price=request.limit_price,
             stop_price=request.stop_price,
             created_at=created,
+            updated_at=created,  # as insert_order stores it
             broker_order_id=broker_order_id,
             submitted_at=created if broker_order_id is not None else None,
         )
@@ -774,7 +775,9 @@ class AuditStore:
         caller never leaves a half-run transaction, and the row is committed or rolled back.
 
         `on_commit(result)` runs once committed, before the next write can commit: whoever
-        streams rows (SSE) from it sees them in journal order. It must not raise or wait.
+        streams rows (SSE) from it sees them in journal order. It must not wait; what it
+        raises is logged, not raised: the rows are committed, and a caller told otherwise
+        would write them again or refuse an order whose intent stands.
         """
 
         def transaction(conn: sqlite3.Connection) -> T:
@@ -806,7 +809,10 @@ class AuditStore:
                 except sqlite3.Error as error:
                     raise AuditUnavailable(f"audit store write failed: {error}") from error
             if on_commit is not None:
-                on_commit(result)
+                try:
+                    on_commit(result)
+                except Exception:
+                    logger.exception("audit store: after a commit to {}", self.path)
             return result
 
     async def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

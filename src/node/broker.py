@@ -269,8 +269,10 @@ class Broker:
         """Close the API connection on purpose (no `disconnected` event)."""
         pacer, self._pacer = self._pacer, None
         if pacer is not None:  # what arrived before we leave is decoded, as it came
-            pacer.flush()
-            pacer.close()
+            try:
+                pacer.flush()
+            finally:
+                pacer.close()
         ib, self._ib = self._ib, None
         self.info = None
         if ib is not None:

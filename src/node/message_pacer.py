@@ -55,8 +55,7 @@ class MessagePacer:
         """Deliver every whole message received, now (the connection is closing: what the
         gateway sent before it must be decoded before ib_async hears of the close)."""
         self._deferred = False
-        if not self._delivering:
-            self._deliver_pending(pausing=False)
+        self._deliver_pending(pausing=False)
 
     def close(self) -> None:
         self._closed = True
@@ -64,31 +63,37 @@ class MessagePacer:
 
     def _resume(self, turn: int) -> None:
         if not self._deferred or self._closed or turn != self._turn:
-            return  # flushed or closed meanwhile
+            return  # flushed or closed meanwhile, or a later deferral's turn
         self._deferred = False
         self._deliver_pending()
 
     def _deliver_pending(self, *, pausing: bool = True) -> None:
-        buffer, size = self._pending, len(self._pending)
-        start = end = 0
+        if self._delivering:
+            return  # called from within a delivery: the loop below takes what arrived
         self._delivering = True
         try:
-            while size - end >= _PREFIX:
-                length = int.from_bytes(buffer[end : end + _PREFIX], "big")
-                message_end = end + _PREFIX + length
-                if message_end > size:
-                    break  # a partial message: wait for the rest of it
-                head_end = buffer.find(b"\0", end + _PREFIX, message_end)
-                message_id = buffer[end + _PREFIX : head_end if head_end >= 0 else message_end]
-                end = message_end
-                if message_id in ORDER_MESSAGE_IDS:
-                    self._deliver(buffer[start:end])
-                    start = end
-                    if self._closed or (pausing and self._deferred):
-                        break
-            if end > start and not self._closed:
-                self._deliver(buffer[start:end])
+            while not self._closed and not (pausing and self._deferred):
+                end = self._next_run_end()
+                if not end:
+                    break  # nothing whole left
+                # Taken out before it is delivered: bytes that arrive during the delivery
+                # queue behind the rest, and nothing is delivered twice.
+                run, self._pending = self._pending[:end], self._pending[end:]
+                self._deliver(run)
         finally:
             self._delivering = False
-            if not self._closed:
-                self._pending = buffer[end:] if end else buffer
+
+    def _next_run_end(self) -> int:
+        """Where the next run of whole messages ends: after the first message that can move
+        an order, or after the last whole message; 0 when there is none."""
+        buffer, size, end = self._pending, len(self._pending), 0
+        while size - end >= _PREFIX:
+            message_end = end + _PREFIX + int.from_bytes(buffer[end : end + _PREFIX], "big")
+            if message_end > size:
+                break  # a partial message: wait for the rest of it
+            head_end = buffer.find(b"\0", end + _PREFIX, message_end)
+            message_id = buffer[end + _PREFIX : head_end if head_end >= 0 else message_end]
+            end = message_end
+            if message_id in ORDER_MESSAGE_IDS:
+                break
+        return end

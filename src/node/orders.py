@@ -41,6 +41,8 @@ from node.queues import with_queued
 from node.ratelimit import SlidingWindowCounter
 from node.safety import GateContext, OrderIntent, Refuse, decide, dry_run
 
+# IB's statuses that say it works on (or filled) the order: an answer that needs nothing after.
+ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted", "Filled"})
 REJECT_REASON_NOT_AT_IB = "not found at IB after a reconnect: it never reached the gateway"
 
 
@@ -90,6 +92,7 @@ class _Waiter:
     committed: OrderRecord  # the row as last written: apply()'s base, without a read
     event: anyio.Event = field(default_factory=anyio.Event)
     answer: OrderRecord | None = None  # the row with IB's first report applied: the 201's body
+    deferred: bool = False  # the rest of IB's burst was put off for this POST
 
 
 def request_hash(request: OrderRequest) -> str:
@@ -377,15 +380,17 @@ class OrderService:
                 or (waiter.answer is None
                     and report.broker_status in PENDING_BROKER_STATUSES)):  # fmt: skip
             return
-        # Until the POST resumes (after ib_async's whole callback chain), later reports refine
-        # the answer: ib_async reports IB's refusal as Cancelled, then the error that makes it
-        # a rejection, in one call.
-        first = waiter.answer is None
+        # Until the POST resumes, later reports refine the answer: ib_async reports IB's
+        # refusal as Cancelled, then the error that makes it a rejection, in one call.
         base = waiter.answer or waiter.committed
         changes = self._changes(base, report)
         waiter.answer = base if changes is None else replace(base, **changes)
         waiter.event.set()
-        if first:  # once: the rest of the burst is then decoded whole, as it always was
+        if not waiter.deferred and report.broker_status in ACKNOWLEDGED:
+            # IB has the order: the POST goes out before the rest of the burst is decoded.
+            # Not on a status a later message may still explain (Inactive before its error,
+            # ValidationError from a warning): the whole read refines those, as it always did.
+            waiter.deferred = True
             self.broker.defer_rest_of_burst()
 
     async def run(self) -> None:

@@ -483,6 +483,20 @@ async def test_an_intent_and_its_event_are_one_commit_seen_committed_by_on_commi
     assert verify_chain(db_path).ok
 
 
+async def test_a_failing_on_commit_does_not_make_a_committed_write_fail(
+    store: AuditStore, db_path: Path
+) -> None:
+    def broken(result: Any) -> None:
+        raise RuntimeError("a subscriber bug")
+
+    [(seq, _)] = await store.insert_order(order("pi-oc"), ["pending_new"], broken)
+    assert await store.journal_many([JournalRow(KIND_TRANSITION, {"n": 1})], broken) == [seq + 1]
+    assert [e.kind for e in await store.journal_since(0)] == [
+        KIND_ORDER_INTENT, KIND_ORDER_EVENT, KIND_TRANSITION,
+    ]  # fmt: skip
+    assert verify_chain(db_path).ok
+
+
 async def test_update_orders_applies_a_burst_in_one_transaction(
     store: AuditStore, db_path: Path
 ) -> None:

@@ -140,3 +140,18 @@ def test_a_deferral_with_nothing_pending_costs_nothing() -> None:
     assert runs == []
     pacer.data_received(WHOLE)
     assert [i for run in runs for i in run] == EXPECTED
+
+
+def test_bytes_arriving_during_a_delivery_queue_behind_and_nothing_comes_twice() -> None:
+    """A nested event loop could hand over bytes while ib_async decodes a run."""
+    late = b"".join(STREAM[4:])
+
+    def more_while_decoding(pacer: MessagePacer, run: list[str]) -> None:
+        nonlocal late
+        if late:
+            arrived, late = late, b""
+            pacer.data_received(arrived)
+
+    pacer, runs, _ = pacer_with(more_while_decoding)
+    pacer.data_received(b"".join(STREAM[:4]))
+    assert [i for run in runs for i in run] == EXPECTED

@@ -263,25 +263,36 @@ def framed(*fields: str) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
+def paced_reports(running: Running, cid: str, happened: list[str]) -> MessagePacer:
+    """The broker's pacer before a stand-in for ib_async's decoder, as in the daemon: each
+    message ["3", status, filled] or ["4", status, filled, error code] hands over a report."""
+
+    def decode(data: bytes) -> None:
+        while data:
+            end = 4 + int.from_bytes(data[:4], "big")
+            message_id, status, filled, *code = data[4:end].decode().split("\0")[:-1]
+            data = data[end:]
+            if message_id not in ("3", "4"):
+                continue  # an account value: no report
+            happened.append(f"decoded {status}{' ' + code[0] if code else ''}")
+            running.broker.on_order_report(replace(
+                report(cid, status, int(filled), broker_id=40),
+                error_code=int(code[0]) if code else None,
+                error_text="Order rejected - reason:test" if code else None,
+            ))  # fmt: skip
+
+    pacer = MessagePacer(decode, asyncio.get_running_loop().call_soon)
+    running.broker.defer_rest_of_burst = pacer.defer_rest  # type: ignore[method-assign]
+    return pacer
+
+
 async def test_the_post_is_answered_before_the_rest_of_the_burst_is_decoded(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The broker's pacer between the socket and the decoder, as in the daemon: the POST is
-    answered from the burst's first report and sent before the rest is decoded, and the
-    burst is still applied in one commit."""
+    """The POST is answered from the burst's first acknowledgement and sent before the rest
+    is decoded, and the burst is still applied in one commit."""
     happened: list[str] = []
-
-    def decode(data: bytes) -> None:  # ib_async's part: each orderStatus hands over a report
-        while data:
-            end = 4 + int.from_bytes(data[:4], "big")
-            message_id, status, filled = data[4:end].decode().split("\0")[:3]
-            data = data[end:]
-            if message_id == "3":
-                happened.append(f"decoded {status}")
-                running.broker.on_order_report(report("g-1", status, int(filled), broker_id=40))
-
-    pacer = MessagePacer(decode, asyncio.get_running_loop().call_soon)
-    monkeypatch.setattr(running.broker, "defer_rest_of_burst", pacer.defer_rest, raising=False)
+    pacer = paced_reports(running, "g-1", happened)
 
     def burst() -> None:  # one read: IB's burst
         pacer.data_received(framed("3", "Submitted", "0") + framed("6", "NetLiquidation", "1")
@@ -289,6 +300,24 @@ async def test_the_post_is_answered_before_the_rest_of_the_burst_is_decoded(
 
     await post_and_deliver(running, monkeypatch, "g-1", burst, happened)
     assert happened == ["decoded Submitted", "answered new", "decoded Filled",
+                        "applied 2 in one commit"]  # fmt: skip
+
+
+@pytest.mark.parametrize("first", ["Inactive", "ValidationError"])
+async def test_a_status_a_later_message_explains_does_not_cut_the_burst(
+    running: Running, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """IB may send Inactive before the error that makes it a rejection, and a warning makes
+    ib_async report ValidationError before the order's real status: the answer waits for
+    the rest of the read, as before the pacer."""
+    happened: list[str] = []
+    pacer = paced_reports(running, "h-1", happened)
+
+    def burst() -> None:
+        pacer.data_received(framed("3", first, "0") + framed("4", "Inactive", "0", "201"))
+
+    await post_and_deliver(running, monkeypatch, "h-1", burst, happened)
+    assert happened == [f"decoded {first}", "decoded Inactive 201", "answered rejected",
                         "applied 2 in one commit"]  # fmt: skip
 
 
