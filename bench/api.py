@@ -125,6 +125,45 @@ async def serve_until_signal(app, port):
         stop.set()
 """
 
+# Shared by the floor server and the baseline client: an ib_async session connected with its
+# defaults (positions and account updates, as the daemon's), and one order until its ack.
+IB_ORDER = f"""\
+import asyncio
+from ib_async import IB, MarketOrder, Stock
+
+ACK = {ACK!r}
+
+async def connect(gateway_port, client_id, symbol):
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", int(gateway_port), clientId=int(client_id), timeout=10)
+    contract = Stock(symbol, "SMART", "USD")
+    await ib.qualifyContractsAsync(contract)
+    return ib, contract
+
+def market_order(side, qty, ref, account):
+    order = MarketOrder(side.upper(), qty)
+    order.tif, order.orderRef, order.account = "DAY", ref, account
+    return order
+
+async def until_ack(ib, contract, order):
+    \"\"\"placeOrder, then its first ACK status (an error if IB refuses it).\"\"\"
+    acked = asyncio.get_running_loop().create_future()
+
+    def on_status(trade):
+        status = trade.orderStatus.status
+        if status in ACK and not acked.done():
+            acked.set_result(status)
+        elif status in ("Inactive", "Cancelled", "ApiCancelled") and not acked.done():
+            acked.set_exception(RuntimeError(f"order {{status}}: {{trade.log}}"))
+
+    trade = ib.placeOrder(contract, order)
+    trade.statusEvent += on_status
+    try:
+        return await asyncio.wait_for(acked, {REQUEST_TIMEOUT!r})
+    finally:
+        trade.statusEvent -= on_status
+"""
+
 # The baseline server: one Starlette route, nothing else.
 BARE_SERVER = (
     SERVE
@@ -152,43 +191,29 @@ anyio.run(serve_until_signal, Starlette(routes=[Route("/v1/state", state)]), por
 # account updates too, as the daemon's), so each of its orders brings the same burst.
 FLOOR_SERVER = (
     SERVE
+    + IB_ORDER
     + """\
-import asyncio, json, sys
+import json, sys
 import aiosqlite
-from ib_async import IB, MarketOrder, Stock
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 port, gateway_port, client_id, db_path, account, symbol = sys.argv[1:7]
-ACK = ("PreSubmitted", "Submitted", "Filled")
 
 async def main():
     db = await aiosqlite.connect(db_path, isolation_level=None)
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=FULL")
     await db.execute("CREATE TABLE intents (client_order_id TEXT PRIMARY KEY, body TEXT)")
-    ib = IB()
-    await ib.connectAsync("127.0.0.1", int(gateway_port), clientId=int(client_id), timeout=10)
-    contract = Stock(symbol, "SMART", "USD")
-    await ib.qualifyContractsAsync(contract)
+    ib, contract = await connect(gateway_port, client_id, symbol)
 
     async def place(request):
         body = await request.json()
         cid = body["client_order_id"]
         await db.execute("INSERT INTO intents VALUES (?, ?)", (cid, json.dumps(body)))
-        order = MarketOrder(body["side"].upper(), float(body["qty"]))
-        order.tif, order.orderRef, order.account = "DAY", cid, account
-        acked = asyncio.get_running_loop().create_future()
-
-        def on_status(trade):
-            if trade.orderStatus.status in ACK and not acked.done():
-                acked.set_result(trade.orderStatus.status)
-
-        trade = ib.placeOrder(contract, order)
-        trade.statusEvent += on_status
-        status = await asyncio.wait_for(acked, 10)
-        trade.statusEvent -= on_status
+        order = market_order(body["side"], float(body["qty"]), cid, account)
+        status = await until_ack(ib, contract, order)
         return JSONResponse({"client_order_id": cid, "status": status}, status_code=201)
 
     try:
@@ -205,18 +230,15 @@ anyio.run(main)
 # order brings to every session (its own, the daemon's, the floor's) is decoded where no other
 # figure is being timed. Each stdin line ("buy" / "sell") places a 1-share market order; it
 # prints the time from placeOrder to the first ack, measured in this process, and the status.
-BASELINE_CLIENT = """\
-import asyncio, json, sys, time
-from ib_async import IB, MarketOrder, Stock
+BASELINE_CLIENT = (
+    IB_ORDER
+    + """\
+import json, sys, time
 
 _port, gateway_port, client_id, account, symbol, run = sys.argv[1:7]
-ACK = ("PreSubmitted", "Submitted", "Filled")
 
 async def main():
-    ib = IB()
-    await ib.connectAsync("127.0.0.1", int(gateway_port), clientId=int(client_id), timeout=10)
-    contract = Stock(symbol, "SMART", "USD")
-    await ib.qualifyContractsAsync(contract)
+    ib, contract = await connect(gateway_port, client_id, symbol)
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
@@ -224,32 +246,20 @@ async def main():
     placed = 0
     while line := await commands.readline():
         placed += 1
-        order = MarketOrder(line.decode().strip().upper(), 1)
-        order.tif, order.orderRef, order.account = "DAY", f"bench-ib-{run}-{placed}", account
-        acked = loop.create_future()
-
-        def on_status(trade):
-            status = trade.orderStatus.status
-            if status in ACK and not acked.done():
-                acked.set_result(status)
-            elif status in ("Inactive", "Cancelled", "ApiCancelled") and not acked.done():
-                acked.set_exception(RuntimeError(f"order {status}: {trade.log}"))
-
+        order = market_order(line.decode().strip(), 1, f"bench-ib-{run}-{placed}", account)
         t0 = time.perf_counter()
-        trade = ib.placeOrder(contract, order)
-        trade.statusEvent += on_status
         try:
-            status = await asyncio.wait_for(acked, 10)
+            status = await until_ack(ib, contract, order)
         except Exception as exc:
             print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
             continue
         elapsed = time.perf_counter() - t0
-        trade.statusEvent -= on_status
         print(json.dumps({"elapsed": elapsed, "status": status}), flush=True)
     ib.disconnect()
 
 asyncio.run(main())
 """
+)
 IMPORTS = "import node.cli, node.runtime, node.daemon, node.api.trading, node.api.openapi"
 
 
@@ -514,6 +524,10 @@ class ChildServer:
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
+        if self.commands and proc.stdin is not None:  # end of input: it leaves by itself
+            proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if proc.returncode is None:
                 proc.send_signal(sig)
@@ -667,10 +681,14 @@ class Baseline:
         return float(answer["elapsed"])
 
 
+def order_body(cid: str, side: str) -> dict[str, str]:
+    """The POST /v1/orders body every timed order uses: one share of SYMBOL at market."""
+    return {"client_order_id": cid, "symbol": SYMBOL, "side": side, "type": "market", "qty": "1"}
+
+
 async def post_order(client: RawClient, cid: str, side: str) -> float:
     """One 1-share market order through the minimal client to its 201, in seconds."""
-    body = json.dumps({"client_order_id": cid, "symbol": SYMBOL, "side": side,
-                       "type": "market", "qty": "1"}).encode()  # fmt: skip
+    body = json.dumps(order_body(cid, side)).encode()
     t0 = time.perf_counter()
     status = await client.post_json("/v1/orders", body)
     elapsed = time.perf_counter() - t0
@@ -743,8 +761,7 @@ async def orders(res: Results, daemon: Daemon, baseline: Baseline, counts: dict[
             """The same POST through httpx (a client library's own cost), then the probes."""
             assert daemon.http is not None
             await asyncio.sleep(ORDER_GAP / 4)
-            body = {"client_order_id": f"bench-httpx-{run}-{i}", "symbol": SYMBOL, "side": side,
-                    "type": "market", "qty": "1"}  # fmt: skip
+            body = order_body(f"bench-httpx-{run}-{i}", side)
             t0 = time.perf_counter()
             response = await daemon.http.post("/v1/orders", json=body)
             via_httpx = time.perf_counter() - t0
@@ -869,8 +886,7 @@ async def syscalls(res: Results, daemon: Daemon, budget: Budget) -> None:
         for i in range(STRACE_ORDERS):
             budget.cap(1)
             side = "buy" if i % 2 == 0 else "sell"
-            body = {"client_order_id": f"strace-{run}-{i}", "symbol": SYMBOL, "side": side,
-                    "type": "market", "qty": "1"}  # fmt: skip
+            body = order_body(f"strace-{run}-{i}", side)
             t0 = time.time()
             response = await daemon.http.post("/v1/orders", json=body)
             t1 = time.time()

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 from ib_async import IB
 
+from node.safety import GateContext
 from node.sim.engine import OrderRequest as SimOrderRequest
 
 WAIT = 20  # generous: every wait ends as soon as its condition holds
@@ -98,3 +99,42 @@ _SIM_ORDER = SimOrderRequest(
     account="",
     order_ref="ref",
 )
+
+
+# Every gate open: a test changes the one fact it is about (dataclasses.replace).
+OPEN_GATE = GateContext(
+    kill_switch=False,
+    state="SERVING",
+    connected=True,
+    next_retry_in=None,
+    orders_enabled=True,
+    armed=True,
+    trading_mode="paper",
+    live_override=False,
+    account="DU1234567",
+    max_order_qty=None,
+    max_order_notional=None,
+    max_open_orders=None,
+    open_orders=0,
+    symbol_allowlist=frozenset(),
+    max_orders_per_minute=None,
+    orders_last_minute=0,
+    rate_window_frees_in=None,
+)
+
+
+def frame(*fields: str) -> bytes:
+    """One TWS API message: a 4-byte big-endian length, then each field ending in NUL."""
+    body = "".join(f"{field}\0" for field in fields).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+def split_frames(data: bytes) -> list[list[str]]:
+    """The messages in `data`, each as its fields; fails on a partial one."""
+    messages: list[list[str]] = []
+    while data:
+        end = 4 + int.from_bytes(data[:4], "big")
+        assert len(data) >= end, "a partial message"
+        messages.append(data[4:end].decode().split("\0")[:-1])
+        data = data[end:]
+    return messages

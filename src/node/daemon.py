@@ -20,7 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from node.api.metrics import NodeMetrics
-from node.audit import AuditStore
+from node.audit import KIND_TRANSITION, AuditStore
 from node.backoff import BackoffSchedule, RestartBudget
 from node.broker import Broker
 from node.clock import Clock, RunWindow, utc_text
@@ -274,7 +274,7 @@ class Daemon:
         self.metrics.transitions.labels(record.source, record.dest, record.trigger).inc()
         if record.dest == State.CONNECTED:
             self.metrics.reconnects.inc()
-        self.trading.journal_later("transition", record.as_dict())
+        self.trading.journal_later(KIND_TRANSITION, record.as_dict())
 
     # ------------------------------------------------------------------ the trading side
 

@@ -12,7 +12,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from loguru import logger
 
-from node.api.events import EventHub, StreamEvent
+from node.api.events import STREAMED_KINDS, EventHub, StreamEvent
 from node.api.metrics import NodeMetrics
 from node.audit import KIND_ORDER_EVENT, AuditStore, JournalRow
 from node.broker import Broker, BrokerError
@@ -24,7 +24,6 @@ from node.plugins.notifiers.base import KILL_SWITCH
 from node.queues import with_queued
 from node.safety import GateContext, blocked_by
 
-ORDER_EVENT = KIND_ORDER_EVENT
 SNAPSHOT_NAME = "audit.db"
 
 
@@ -189,12 +188,12 @@ class Trading:
     def publish_order_event(self, data: dict[str, Any]) -> None:
         """Journaled and streamed in order by the journal writer; the order path does not
         wait for it (the order's own row is already committed)."""
-        self.journal_later(ORDER_EVENT, data)
+        self.journal_later(KIND_ORDER_EVENT, data)
 
     def stream_order_event(self, seq: int, data: dict[str, Any]) -> None:
         """An order event already journaled (as seq), given from the store's `on_commit`:
         streamed in journal order like the writer's own."""
-        self.hub.publish(StreamEvent(seq, "order", data))
+        self.hub.publish(StreamEvent(seq, STREAMED_KINDS[KIND_ORDER_EVENT], data))
 
     async def _write_journal(self) -> None:
         async with self._journal_out:
@@ -213,10 +212,9 @@ class Trading:
     def _stream(self, rows: list[JournalRow], seqs: list[int]) -> None:
         """Under the store's write lock (its `on_commit`): streamed in journal order."""
         for seq, row in zip(seqs, rows, strict=True):
-            if row.kind == "transition":
-                self.hub.publish(StreamEvent(seq, "state", row.data))
-            elif row.kind == ORDER_EVENT:
-                self.hub.publish(StreamEvent(seq, "order", row.data))
+            name = STREAMED_KINDS.get(row.kind)
+            if name is not None:
+                self.hub.publish(StreamEvent(seq, name, row.data))
 
     async def _journal_one(self, row: JournalRow) -> None:
         try:
@@ -253,6 +251,6 @@ class Trading:
 
 
 def _client_order_id(kind: str, data: dict[str, Any]) -> str | None:
-    order = data.get("order") if kind == ORDER_EVENT else None
+    order = data.get("order") if kind == KIND_ORDER_EVENT else None
     cid = order.get("client_order_id") if isinstance(order, dict) else None
     return cid if isinstance(cid, str) else None

@@ -24,7 +24,7 @@ from ib_async import (
 
 from node.broker import BRIEF_REPRS, Broker, OrderReport, OrderSpec
 from node.clock import RealClock
-from support import until
+from support import WAIT, until
 
 pytestmark = pytest.mark.anyio
 
@@ -125,7 +125,7 @@ async def test_a_task_woken_by_the_first_report_runs_before_the_rest_of_the_burs
             broker.defer_rest_of_burst()
 
     async with market_order(sim, "pace-1", 1, answer_first) as reports:
-        with anyio.fail_after(10):
+        with anyio.fail_after(WAIT):
             await answered.wait()
         reports_when_woken = len(reports)
         await until(lambda: any(r.broker_status == "Filled" and r.commission is not None

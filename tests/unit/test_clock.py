@@ -888,12 +888,14 @@ async def test_manual_clock_wait_without_time_and_forever() -> None:
     done.set()
     assert await clock.wait(done, 0) is True
     forever = anyio.Event()
+    results: list[bool] = []
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: _record(clock.wait(forever, math.inf), []))
+        tg.start_soon(lambda: _record(clock.wait(forever, math.inf), results))
         await clock.wait_for_sleepers()
         clock.advance(10**9)
         assert clock.sleepers == 1
         forever.set()
+    assert results == [True]
     assert clock.sleepers == 0
 
 

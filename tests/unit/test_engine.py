@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from node.sim.account import Account
@@ -18,7 +16,6 @@ from node.sim.engine import (
     commission_for,
 )
 from node.sim.market import Market
-from node.sim.state import StateFile, StateFileError
 from support import sim_order as order
 
 
@@ -216,25 +213,3 @@ def test_account_realizes_pnl_and_flips() -> None:
     assert account.positions["AAPL"].avg_cost == 12.0
     account.apply_fill("AAPL", 265598, 50, 11.0, 1.0)
     assert account.positions["AAPL"].quantity == 0
-
-
-def test_state_round_trip(engine: OrderEngine, tmp_path: Path) -> None:
-    store = StateFile(tmp_path / "s.json")
-    engine.persist = store.commit
-    engine.place(order())
-    engine.place(order(order_id=2, order_type="LMT", lmt_price=1.0))
-    saved = store.load()
-    assert saved is not None
-    copy = OrderEngine(Account("DU0"), Market(seed=3))
-    copy.restore(saved)
-    assert copy.snapshot() == engine.snapshot()
-    assert copy.account.account_id == "DU1"
-    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temp file left behind
-
-
-@pytest.mark.parametrize("content", ["{broken", '{"format": 99, "state": {}}', "[]"])
-def test_unusable_state_file_is_refused(tmp_path: Path, content: str) -> None:
-    path = tmp_path / "s.json"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(StateFileError, match="move it aside"):
-        StateFile(path).load()

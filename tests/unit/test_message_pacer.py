@@ -7,22 +7,12 @@ import random
 from collections.abc import Callable
 
 from node.message_pacer import MessagePacer
-
-
-def frame(*fields: str) -> bytes:
-    body = "".join(f"{field}\0" for field in fields).encode()
-    return len(body).to_bytes(4, "big") + body
+from support import frame, split_frames
 
 
 def ids(data: bytes) -> list[str]:
     """The message ids in whole frames (fails on a partial one)."""
-    out: list[str] = []
-    while data:
-        end = 4 + int.from_bytes(data[:4], "big")
-        assert len(data) >= end, "a partial message was delivered"
-        out.append(data[4:end].split(b"\0")[0].decode())
-        data = data[end:]
-    return out
+    return [fields[0] for fields in split_frames(data)]
 
 
 class Loop:
@@ -86,11 +76,12 @@ def test_whole_messages_in_order_however_the_bytes_arrive() -> None:
         assert [i for run in runs for i in run] == EXPECTED, cuts
 
 
-def test_deferred_the_rest_waits_for_the_next_turn_and_new_bytes_queue_behind_it() -> None:
-    def defer_at_the_status(pacer: MessagePacer, run: list[str]) -> None:
-        if run[-1] == "3":
-            pacer.defer_rest()
+def defer_at_the_status(pacer: MessagePacer, run: list[str]) -> None:
+    if run[-1] == "3":
+        pacer.defer_rest()
 
+
+def test_deferred_the_rest_waits_for_the_next_turn_and_new_bytes_queue_behind_it() -> None:
     pacer, runs, loop = pacer_with(defer_at_the_status)
     pacer.data_received(b"".join(STREAM[:5]))
     assert runs == [["6", "6", "6", "3"]]  # stopped right after the status
@@ -118,10 +109,6 @@ def test_flush_delivers_now_and_the_scheduled_turn_then_does_nothing() -> None:
 
 
 def test_after_close_nothing_is_delivered() -> None:
-    def defer_at_the_status(pacer: MessagePacer, run: list[str]) -> None:
-        if run[-1] == "3":
-            pacer.defer_rest()
-
     pacer, runs, loop = pacer_with(defer_at_the_status)
     pacer.data_received(WHOLE)
     pacer.close()

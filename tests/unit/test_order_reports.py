@@ -23,6 +23,7 @@ from node.clock import ManualClock, RealClock
 from node.message_pacer import MessagePacer
 from node.orders import OrderProblem, OrderService, request_hash
 from node.safety import GateContext
+from support import OPEN_GATE, WAIT, frame, split_frames
 
 pytestmark = pytest.mark.anyio
 
@@ -177,25 +178,14 @@ async def test_a_cancel_that_meets_a_fill_does_not_reopen_the_order(running: Run
     assert len(await running.store.journal_since(0)) == rows_before
 
 
-OPEN_GATE = GateContext(
-    kill_switch=False, state="SERVING", connected=True, next_retry_in=None, orders_enabled=True,
-    armed=True, trading_mode="paper", live_override=False, account="DU1234567", max_order_qty=None,
-    max_order_notional=None, max_open_orders=None, open_orders=0, symbol_allowlist=frozenset(),
-    max_orders_per_minute=None, orders_last_minute=0, rate_window_frees_in=None,
-)  # fmt: skip
-
-
 async def test_a_post_cancelled_while_waiting_leaves_no_waiter(running: Running) -> None:
-    async def open_gate() -> GateContext:
-        return OPEN_GATE
-
-    running.service.gate_context = open_gate
+    running.service.gate_context = _open_gate
     request = OrderRequest(client_order_id="w-1", symbol="AAPL", side="buy", type="market",
                            qty=Decimal(100))  # fmt: skip
     with anyio.CancelScope() as scope:  # the client went away while IB was silent
         async with anyio.create_task_group() as tg:
             tg.start_soon(running.service.place, request, "req-w")
-            with anyio.fail_after(10):
+            with anyio.fail_after(WAIT):
                 while not running.broker.sent:
                     await anyio.lowlevel.checkpoint()
             scope.cancel()
@@ -232,7 +222,7 @@ async def post_and_deliver(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(post)
-        with anyio.fail_after(10):
+        with anyio.fail_after(WAIT):
             while not running.broker.sent:
                 await anyio.lowlevel.checkpoint()
         deliver()
@@ -258,20 +248,12 @@ async def _open_gate() -> GateContext:
     return OPEN_GATE
 
 
-def framed(*fields: str) -> bytes:
-    body = "".join(f"{field}\0" for field in fields).encode()
-    return len(body).to_bytes(4, "big") + body
-
-
 def paced_reports(running: Running, cid: str, happened: list[str]) -> MessagePacer:
     """The broker's pacer before a stand-in for ib_async's decoder, as in the daemon: each
     message ["3", status, filled] or ["4", status, filled, error code] hands over a report."""
 
     def decode(data: bytes) -> None:
-        while data:
-            end = 4 + int.from_bytes(data[:4], "big")
-            message_id, status, filled, *code = data[4:end].decode().split("\0")[:-1]
-            data = data[end:]
+        for message_id, status, filled, *code in split_frames(data):
             if message_id not in ("3", "4"):
                 continue  # an account value: no report
             happened.append(f"decoded {status}{' ' + code[0] if code else ''}")
@@ -295,8 +277,8 @@ async def test_the_post_is_answered_before_the_rest_of_the_burst_is_decoded(
     pacer = paced_reports(running, "g-1", happened)
 
     def burst() -> None:  # one read: IB's burst
-        pacer.data_received(framed("3", "Submitted", "0") + framed("6", "NetLiquidation", "1")
-                            + framed("3", "Filled", "100"))  # fmt: skip
+        pacer.data_received(frame("3", "Submitted", "0") + frame("6", "NetLiquidation", "1")
+                            + frame("3", "Filled", "100"))  # fmt: skip
 
     await post_and_deliver(running, monkeypatch, "g-1", burst, happened)
     assert happened == ["decoded Submitted", "answered new", "decoded Filled",
@@ -314,7 +296,7 @@ async def test_a_status_a_later_message_explains_does_not_cut_the_burst(
     pacer = paced_reports(running, "h-1", happened)
 
     def burst() -> None:
-        pacer.data_received(framed("3", first, "0") + framed("4", "Inactive", "0", "201"))
+        pacer.data_received(frame("3", first, "0") + frame("4", "Inactive", "0", "201"))
 
     await post_and_deliver(running, monkeypatch, "h-1", burst, happened)
     assert happened == [f"decoded {first}", "decoded Inactive 201", "answered rejected",

@@ -20,28 +20,11 @@ from node.safety import (
     decide,
     dry_run,
 )
+from support import OPEN_GATE
 
 D = Decimal
 
-OPEN = GateContext(
-    kill_switch=False,
-    state="SERVING",
-    connected=True,
-    next_retry_in=None,
-    orders_enabled=True,
-    armed=True,
-    trading_mode="paper",
-    live_override=False,
-    account="DU1234567",
-    max_order_qty=None,
-    max_order_notional=None,
-    max_open_orders=None,
-    open_orders=0,
-    symbol_allowlist=frozenset(),
-    max_orders_per_minute=None,
-    orders_last_minute=0,
-    rate_window_frees_in=None,
-)
+OPEN = OPEN_GATE
 
 ORDER = OrderIntent(
     symbol="AAPL",

@@ -81,6 +81,7 @@ def test_round_trip_through_many_commits(tmp_path: Path) -> None:
     copy = OrderEngine(Account("DU0"), Market(seed=3))
     copy.restore(state)
     assert copy.snapshot() == engine.snapshot()
+    assert copy.account.account_id == "DU1"
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temp file left behind
 
 

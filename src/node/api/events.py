@@ -19,12 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from node.api.problems import problem
+from node.audit import KIND_ORDER_EVENT, KIND_TRANSITION
 
 KEEPALIVE_SECONDS = 15.0
 SUBSCRIBER_BUFFER = 1000  # events queued for one slow client before it is cut off
 REPLAY_LIMIT = 1000
 # Journal kinds that are SSE events, and the SSE event name each becomes.
-STREAMED_KINDS = {"transition": "state", "order_event": "order"}
+STREAMED_KINDS = {KIND_TRANSITION: "state", KIND_ORDER_EVENT: "order"}
 
 
 @dataclass(frozen=True)
