@@ -1033,19 +1033,21 @@ class AuditStore:
     async def delete_order(self, client_order_id: str) -> bool:
         """Free the id of an intent refused before it was sent; False when there was none.
 
-        Only a pending_new order without a broker id can go: anything IB has seen stays on record.
-        The journal keeps the intent and gets an order_released row.
+        The caller knows the order was never sent (its gate refused it after the intent was
+        written, or the socket was gone). Only a pending_new order IB has reported nothing of
+        can go: anything IB has seen stays on record. The journal keeps the intent and gets an
+        order_released row.
         """
 
         def body(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "SELECT id, status, broker_order_id FROM orders WHERE client_order_id = ?",
+                "SELECT id, status, broker_status, perm_id FROM orders WHERE client_order_id = ?",
                 (client_order_id,),
             ).fetchone()
             if row is None:
                 return False
-            order_id, status, broker_order_id = row
-            if status != "pending_new" or broker_order_id is not None:
+            order_id, status, broker_status, perm_id = row
+            if status != "pending_new" or broker_status is not None or perm_id is not None:
                 raise OrderNotDeletable(
                     f"order {client_order_id!r} is {status} at the broker; it cannot be deleted"
                 )

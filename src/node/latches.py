@@ -35,12 +35,14 @@ class OperatorState:
         except FileNotFoundError:
             return OperatorDecisions()
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            logger.warning(
-                "{} is unusable ({}); starting with no force, stop or latch. Delete it or "
-                "run `ibkr-node ctl stop`/`ctl start --force` again to restore a decision",
+            # It may have held an engaged kill switch: fail closed, as if it had.
+            logger.error(
+                "{} is unusable ({}); starting with no force, stop or latch and the KILL SWITCH "
+                "ENGAGED, since it may have been: check the open orders, then run `ibkr-node "
+                "ctl clear-kill` (and `ctl stop`/`ctl start --force` again to restore those)",
                 self.path, exc,
             )  # fmt: skip
-            return OperatorDecisions()
+            return OperatorDecisions(kill_switch=True)
 
     def _save(self) -> None:
         try:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from loguru import logger
 
 from node.api.schemas import OrderRequest
-from node.audit import KIND_FILL, AuditStore, DuplicateOrder, OrderRecord, OrderUpdate
+from node.audit import KIND_FILL, AuditError, AuditStore, DuplicateOrder, OrderRecord, OrderUpdate
 from node.broker import (
     Broker,
     BrokerError,
@@ -39,7 +39,7 @@ from node.order_status import (
 from node.plugins.notifiers.base import ORDER_REJECTED
 from node.queues import with_queued
 from node.ratelimit import SlidingWindowCounter
-from node.safety import GateContext, OrderIntent, Refuse, decide, dry_run
+from node.safety import Decision, GateContext, OrderIntent, Refuse, decide, dry_run
 
 # IB's statuses that say it works on (or filled) the order: an answer that needs nothing after.
 ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted", "Filled"})
@@ -113,7 +113,7 @@ class OrderService:
         store: AuditStore,
         broker: Broker,
         clock: Clock,
-        gate_context: Callable[[], Awaitable[GateContext]],
+        gate_context: Callable[[], GateContext],
         publish: Callable[[dict[str, Any]], None],
         *,
         ack_timeout: float,
@@ -182,15 +182,11 @@ class OrderService:
 
     async def _place_new(self, request: OrderRequest, digest: str, request_id: str) -> Placed:
         cid = request.client_order_id
-        ctx = await self.gate_context()
+        ctx = self.gate_context()
         reference = await self._reference_price(request, ctx)
-        decision = decide(ctx, intent_of(request, reference))
-        if isinstance(decision, Refuse):
-            self._count("gate", decision.gate)
-            self._count("outcome", "refused")
-            await self._journal_refusal(decision, request, request_id)
-            raise OrderProblem(decision.slug, decision.status, decision.detail,
-                               decision.retry_after, state=ctx.state)  # fmt: skip
+        intent = intent_of(request, reference)
+        # Refused before anything is asked of IB or written.
+        await self._refuse_if_gated(decide(ctx, intent), request, request_id)
         try:
             con_id = await self.broker.con_id(request.symbol)
         except BrokerError as exc:
@@ -211,7 +207,6 @@ class OrderService:
             # The intent, before anything is sent, and the pending_new event in the same
             # commit: no second commit (and fsync) while IB works on the order.
             await self.store.insert_order(record, ["pending_new"], self._stream_created)
-            self.open_ids.add(cid)
             if self._known_ids is not None:
                 self._known_ids.add(cid)
         except DuplicateOrder:
@@ -225,26 +220,28 @@ class OrderService:
             raise OrderProblem("audit-unavailable", 503,
                                "the audit trail could not record the order; nothing was sent",
                                5.0) from None  # fmt: skip
-        waiter = self._acks[cid] = _Waiter(committed=record)
+        # The gate again, on the facts as they are now: a kill switch, a removed arm file or a
+        # lost gateway during the lookups or the commit stops the order here, and a request
+        # that ran alongside has been counted (open orders, the minute's orders), so no two
+        # share a limit's last slot. Nothing awaits from this decision to the send.
+        decision = decide(self.gate_context(), intent)
         spec = OrderSpec(
             client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
             qty=request.qty, type=request.type, limit_price=request.limit_price,
             stop_price=request.stop_price, time_in_force=request.time_in_force,
             extended_hours=request.extended_hours, account=ctx.account or "",
         )  # fmt: skip
+        if isinstance(decision, Refuse):
+            await self._release(record, decision, request, request_id)
+        waiter = self._acks[cid] = _Waiter(committed=record)
         try:
             self.broker.place_order(spec, broker_id)
-        except BrokerError as exc:
-            # Sent or not? The socket was gone, so IB cannot have it: fail it explicitly.
-            record = await self.store.update_order(
-                cid, status="rejected", status_reason=f"not sent: {exc}", failed_at=now
-            )
-            self._alert(ORDER_REJECTED, f"order {cid} rejected: {record.status_reason}")
-            self.publish({"event": sse_event_name("pending_new", "rejected"),
-                          "order": record.to_api()})  # fmt: skip
-            self.open_ids.discard(cid)
+        except BrokerError as exc:  # the socket was gone, so IB cannot have it
             self._acks.pop(cid, None)
-            return Placed(record, replayed=False)
+            await self._release(record, Refuse("gateway-unavailable", 503,
+                                               f"{exc}; nothing was sent", 5.0,
+                                               gate="connected"), request, request_id)  # fmt: skip
+        self.open_ids.add(cid)
         self._accepted.record(anyio.current_time())
         self._count("outcome", "sent")
         logger.info("request {} order {} sent to IB as #{} ({} {} {} {})", request_id, cid,
@@ -260,6 +257,35 @@ class OrderService:
         current = await self.store.get_order(cid)
         assert current is not None
         return Placed(current, replayed=False)
+
+    async def _refuse_if_gated(self, decision: Decision, request: OrderRequest,
+                               request_id: str) -> None:  # fmt: skip
+        if isinstance(decision, Refuse):
+            await self._refuse(decision, request, request_id)
+
+    async def _refuse(self, refusal: Refuse, request: OrderRequest, request_id: str) -> NoReturn:
+        self._count("gate", refusal.gate)
+        self._count("outcome", "refused")
+        await self._journal_refusal(refusal, request, request_id)
+        raise OrderProblem(refusal.slug, refusal.status, refusal.detail, refusal.retry_after,
+                           state=self.gate_context().state)  # fmt: skip
+
+    async def _release(self, record: OrderRecord, refusal: Refuse, request: OrderRequest,
+                       request_id: str) -> NoReturn:  # fmt: skip
+        """The intent of an order refused after it was written, and never sent: its id is
+        freed (DESIGN.md §5: a refused request consumes nothing), the refusal journaled."""
+        cid = record.client_order_id
+        try:
+            await self.store.delete_order(cid)
+            if self._known_ids is not None:
+                self._known_ids.discard(cid)
+        except Exception as exc:  # the order stays pending_new; reconcile rejects it
+            logger.error("request {} {}: the unsent intent could not be released: {}",
+                         request_id, cid, exc)  # fmt: skip
+        self.publish({"event": "rejected", "order": replace(
+            record, status="rejected", status_reason=f"not sent: {refusal.detail}",
+            failed_at=self.clock.now()).to_api()})  # fmt: skip
+        await self._refuse(refusal, request, request_id)
 
     def _stream_created(self, events: list[tuple[int, dict[str, Any]]]) -> None:
         for seq, data in events:
@@ -296,7 +322,7 @@ class OrderService:
         con_id = await self.broker.con_id(request.symbol)
         if con_id is None:
             raise UnknownSymbol([request.symbol])
-        ctx = await self.gate_context()
+        ctx = self.gate_context()
         return await self.broker.what_if(OrderSpec(
             client_order_id=request.client_order_id, symbol=request.symbol, con_id=con_id,
             side=request.side, qty=request.qty, type=request.type,
@@ -306,7 +332,7 @@ class OrderService:
         ))  # fmt: skip
 
     async def preview_gates(self, request: OrderRequest) -> list[Refuse]:
-        ctx = await self.gate_context()
+        ctx = self.gate_context()
         return dry_run(ctx, intent_of(request, await self._reference_price(request, ctx)))
 
     def orders_last_minute(self) -> tuple[int, float | None]:
@@ -327,7 +353,6 @@ class OrderService:
                 "the gateway is not connected; cancel again when it is",
                 5.0,
             )
-        self._cancel_requested.add(record.client_order_id)
         if record.broker_order_id is None or not self.broker.cancel_order(record.broker_order_id):
             raise OrderProblem(
                 "gateway-unavailable",
@@ -335,15 +360,29 @@ class OrderService:
                 "the gateway does not know this order yet; retry shortly",
                 5.0,
             )
-        [updated] = await self.store.update_orders(
-            [OrderUpdate(record.client_order_id, {"status": "pending_cancel"}, only_if_open=True)]
-        )
+        # Only once IB was asked: a report then maps to pending_cancel, and a cancel that was
+        # never sent must not make IB's own end of a day order look like a cancel.
+        self._cancel_requested.add(record.client_order_id)
+        try:
+            [updated] = await self.store.update_orders(
+                [
+                    OrderUpdate(
+                        record.client_order_id, {"status": "pending_cancel"}, only_if_open=True
+                    )
+                ]
+            )
+            if not is_terminal(updated.status):
+                await self.store.journal("cancel", {"id": record.id}, request_id=request_id,
+                                         client_order_id=record.client_order_id)  # fmt: skip
+        except AuditError as exc:
+            logger.error("request {}: order {} asked to cancel at IB, but the audit trail could "
+                         "not record it: {}", request_id, record.client_order_id, exc)  # fmt: skip
+            raise OrderProblem("audit-unavailable", 503, "IB was asked to cancel the order, but "
+                               "the audit trail could not record it", 5.0) from None  # fmt: skip
         if is_terminal(updated.status):  # IB finished it while the cancel was on its way
             raise OrderProblem(
                 "order-not-cancelable", 409, f"order {record.id} is already {updated.status}"
             )
-        await self.store.journal("cancel", {"id": record.id}, request_id=request_id,
-                                 client_order_id=record.client_order_id)  # fmt: skip
         self.publish({"event": "pending_cancel", "order": updated.to_api()})
         return updated
 

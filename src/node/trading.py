@@ -14,7 +14,7 @@ from loguru import logger
 
 from node.api.events import STREAMED_KINDS, EventHub, StreamEvent
 from node.api.metrics import NodeMetrics
-from node.audit import KIND_ORDER_EVENT, AuditStore, JournalRow
+from node.audit import KIND_ORDER_EVENT, AuditError, AuditStore, JournalRow
 from node.broker import Broker, BrokerError
 from node.clock import Clock
 from node.config import Settings
@@ -119,7 +119,7 @@ class Trading:
             rate_window_frees_in=frees_in,
         )
 
-    async def gate_context(self) -> GateContext:
+    def gate_context(self) -> GateContext:
         return self.gate_context_now(open_orders=len(self.orders.open_ids))
 
     def gates_document(self) -> dict[str, Any]:
@@ -137,41 +137,66 @@ class Trading:
     # ------------------------------------------------------------------ the kill switch
 
     async def kill(self, scope: str, request_id: str) -> dict[str, Any]:
-        """Latch at once, then cancel; without a gateway the cancel waits for CONNECTED."""
+        """Latch at once, then cancel; without a gateway the cancel waits for CONNECTED.
+
+        The cancel stays pending (carried out on the next CONNECTED) until every open order
+        has been asked to cancel; a journal that cannot be written delays no cancel.
+        """
         connected = self.broker.connected and self._state() in ("SERVING", "DEGRADED", "CONNECTED")
-        self.operator.engage_kill(None if connected else scope)
+        self.operator.engage_kill(scope)
         logger.warning("request {}: KILL SWITCH engaged (scope {})", request_id, scope)
         self.alert(KILL_SWITCH, f"kill switch engaged (scope {scope}): no order goes out until "
                    "`ibkr-node ctl clear-kill` on the laptop")  # fmt: skip
-        await self.store.journal("kill_switch", {"engaged": True, "scope": scope,
-                                                 "pending": not connected},
-                                 request_id=request_id)  # fmt: skip
         canceled: list[dict[str, Any]] = []
+        pending = True
         if connected:
-            canceled = await self.cancel_for_kill(scope, request_id)
-        return {"kill_switch": True, "scope": scope, "canceled": canceled,
-                "pending": not connected}  # fmt: skip
+            canceled, pending = await self._cancel_for_kill(scope, request_id)
+            if not pending:
+                self.operator.kill_carried_out()
+        await self._journal_kill({"engaged": True, "scope": scope, "pending": pending,
+                                  "canceled": canceled}, request_id)  # fmt: skip
+        return {"kill_switch": True, "scope": scope, "canceled": canceled, "pending": pending}
 
-    async def cancel_for_kill(self, scope: str, request_id: str) -> list[dict[str, Any]]:
-        if scope == "account":
-            self.broker.global_cancel()
-        return cancel_results(await self.orders.cancel_open(request_id), request_id)
+    async def _cancel_for_kill(self, scope: str,
+                               request_id: str) -> tuple[list[dict[str, Any]], bool]:  # fmt: skip
+        """Each open order's cancel result, and whether any cancel is still to be sent."""
+        try:
+            if scope == "account":
+                self.broker.global_cancel()
+            results = await self.orders.cancel_open(request_id)
+        except (BrokerError, AuditError) as exc:
+            logger.error("request {}: the kill switch's cancel failed ({}); it stays pending "
+                         "and is carried out when the gateway is next connected",
+                         request_id, exc)  # fmt: skip
+            return [], True
+        unsent = [record.client_order_id for record, problem in results
+                  if problem is not None and problem.slug == "gateway-unavailable"]  # fmt: skip
+        if unsent:
+            logger.error("request {}: the kill switch could not cancel {} yet; it stays pending "
+                         "and is carried out when the gateway is next connected",
+                         request_id, ", ".join(unsent))  # fmt: skip
+        return cancel_results(results, request_id), bool(unsent)
 
     async def carry_out_pending_kill(self) -> None:
         """CONNECTED runs this before anything else (DESIGN.md §5)."""
         scope = self.operator.kill_pending
         if scope is None:
             return
+        canceled, pending = await self._cancel_for_kill(scope, "kill-on-connect")
+        if not pending:
+            self.operator.kill_carried_out()
+        logger.warning("pending kill switch {}: {} order(s) asked to cancel (scope {})",
+                       "still pending" if pending else "carried out", len(canceled),
+                       scope)  # fmt: skip
+        await self._journal_kill({"carried_out": not pending, "scope": scope,
+                                  "canceled": canceled}, None)  # fmt: skip
+
+    async def _journal_kill(self, data: dict[str, Any], request_id: str | None) -> None:
+        # The latch and the cancels stand whether or not the row can be written.
         try:
-            canceled = await self.cancel_for_kill(scope, "kill-on-connect")
-        except BrokerError as exc:
-            logger.error("pending kill switch cancel failed: {}; it stays pending", exc)
-            return
-        self.operator.kill_carried_out()
-        logger.warning("pending kill switch carried out: {} order(s) canceled (scope {})",
-                       len(canceled), scope)  # fmt: skip
-        await self.store.journal("kill_switch", {"carried_out": True, "scope": scope,
-                                                 "canceled": canceled})  # fmt: skip
+            await self.store.journal("kill_switch", data, request_id=request_id)
+        except AuditError as exc:
+            logger.error("request {}: could not journal the kill switch: {}", request_id, exc)
 
     async def clear_kill(self) -> None:
         self.operator.clear_kill()

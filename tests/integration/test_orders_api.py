@@ -11,6 +11,8 @@ import anyio
 import httpx
 import pytest
 
+from node.audit import AuditUnavailable
+from node.broker import BrokerError
 from node.sim.state import StateFile
 from support import drive, until
 
@@ -231,6 +233,44 @@ async def test_kill_switch_latches_cancels_and_blocks(trading: Any) -> None:
         assert "kill-switch-engaged" in state["gates"]["blocked_by"]
         trading.daemon.command("clear-kill")
         assert (await http.post("/v1/orders", json=market("k-2"))).status_code == 201
+
+
+async def test_a_kill_the_journal_cannot_record_still_cancels(
+    trading: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latch and the cancels come first: a full disk costs the kill its journal rows,
+    not its effect."""
+    async with client(trading) as http:
+        resting = (await http.post("/v1/orders", json=limit("kj-1", "50"))).json()
+
+        async def disk_full(*args: Any, **kwargs: Any) -> int:
+            raise AuditUnavailable("audit store write failed: database or disk is full")
+
+        monkeypatch.setattr(trading.daemon.trading.store, "journal", disk_full)
+        killed = await http.post("/v1/kill")
+        assert killed.status_code == 202
+        assert [c["id"] for c in killed.json()["canceled"]] == [resting["id"]]
+        assert killed.json()["pending"] is False
+        await until_status(http, "kj-1", "canceled")
+        assert trading.daemon.operator.kill_switch is True
+
+
+async def test_a_kill_whose_cancel_cannot_go_out_stays_pending(
+    trading: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway went away between the latch and the cancel: 202, the cancel pending for
+    the next CONNECTED, never a 500."""
+
+    def gateway_gone() -> None:
+        raise BrokerError("not connected to the gateway")
+
+    monkeypatch.setattr(trading.daemon.broker, "global_cancel", gateway_gone)
+    async with client(trading) as http:
+        killed = await http.post("/v1/kill?scope=account")
+        assert killed.status_code == 202
+        assert killed.json()["pending"] is True
+    assert trading.daemon.operator.kill_pending == "account"
+    assert trading.daemon.operator.kill_switch is True
 
 
 async def test_kill_without_a_gateway_is_pending_until_connected(

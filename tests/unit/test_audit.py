@@ -654,7 +654,7 @@ async def test_delete_order_frees_the_id_and_journals_it(store: AuditStore) -> N
 
 async def test_delete_refuses_an_order_ib_has_seen(store: AuditStore) -> None:
     await store.insert_order(order())
-    await store.update_order("pi-0001", broker_order_id=7)
+    await store.update_order("pi-0001", broker_order_id=7, broker_status="PreSubmitted")
     with pytest.raises(OrderNotDeletable):
         await store.delete_order("pi-0001")
     assert await store.get_order("pi-0001") is not None

@@ -39,7 +39,11 @@ def test_round_trip(tmp_path: Path) -> None:
         '{"latched": 3}',
     ],
 )
-def test_damaged_file_means_no_decisions(tmp_path: Path, content: str) -> None:
+def test_damaged_file_means_no_decisions_and_the_kill_switch_engaged(
+    tmp_path: Path, content: str
+) -> None:
+    """The file may have held an engaged kill switch: no order goes out until the operator
+    has looked (`ctl clear-kill`)."""
     path = tmp_path / "operator_state.json"
     path.write_text(content, encoding="utf-8")
     state = OperatorState(path)
@@ -47,6 +51,19 @@ def test_damaged_file_means_no_decisions(tmp_path: Path, content: str) -> None:
     assert not state.forced(NOW)
     assert not state.stopped
     assert state.latched is None
+    assert state.kill_switch
+    state.clear_kill()
+    assert not OperatorState(path).kill_switch
+
+
+def test_unreadable_file_engages_the_kill_switch(tmp_path: Path) -> None:
+    path = tmp_path / "operator_state.json"
+    path.mkdir()  # exists, but cannot be read as a file
+    assert OperatorState(path).kill_switch
+
+
+def test_no_file_means_no_kill_switch(tmp_path: Path) -> None:
+    assert not OperatorState(tmp_path / "operator_state.json").kill_switch
 
 
 def test_unwritable_folder_keeps_the_decision_in_memory(tmp_path: Path) -> None:

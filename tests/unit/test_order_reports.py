@@ -78,7 +78,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     store = await AuditStore.open(tmp_path / "audit.db", clock=clock.now)
     broker = StandInBroker()
 
-    async def no_gate() -> Any:
+    def no_gate() -> GateContext:
         raise AssertionError("no order is placed here")
 
     service = OrderService(store, broker, clock, no_gate, lambda event: None,  # type: ignore[arg-type]
@@ -179,7 +179,7 @@ async def test_a_cancel_that_meets_a_fill_does_not_reopen_the_order(running: Run
 
 
 async def test_a_post_cancelled_while_waiting_leaves_no_waiter(running: Running) -> None:
-    running.service.gate_context = _open_gate
+    running.service.gate_context = lambda: OPEN_GATE
     request = OrderRequest(client_order_id="w-1", symbol="AAPL", side="buy", type="market",
                            qty=Decimal(100))  # fmt: skip
     with anyio.CancelScope() as scope:  # the client went away while IB was silent
@@ -204,7 +204,7 @@ async def post_and_deliver(
     """POST a market order with the real clock, as in the daemon; once it is sent, deliver
     IB's burst. What happens is added to `happened`, in order: the 201's status and each
     commit of reports."""
-    running.service.gate_context = lambda: _open_gate()
+    running.service.gate_context = lambda: OPEN_GATE
     running.service.clock = RealClock()
     real = running.store.update_orders
 
@@ -242,10 +242,6 @@ async def test_the_post_is_answered_before_the_burst_is_applied(
     happened: list[str] = []
     await post_and_deliver(running, monkeypatch, "f-1", burst, happened)
     assert happened == ["answered filled", "applied 2 in one commit"]
-
-
-async def _open_gate() -> GateContext:
-    return OPEN_GATE
 
 
 def paced_reports(running: Running, cid: str, happened: list[str]) -> MessagePacer:
@@ -307,10 +303,10 @@ async def test_the_pending_new_event_is_committed_with_the_intent(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Streamed from the intent's own commit (no second commit while IB works); an order the
-    broker could not send is then announced as rejected."""
+    broker could not send is then announced as rejected, and its id is free again."""
     streamed: list[tuple[int, str]] = []
     published: list[str] = []
-    running.service.gate_context = lambda: _open_gate()
+    running.service.gate_context = lambda: OPEN_GATE
     monkeypatch.setattr(running.service, "_stream_order_event",
                         lambda seq, data: streamed.append((seq, data["event"])))  # fmt: skip
     monkeypatch.setattr(running.service, "publish", lambda data: published.append(data["event"]))
@@ -321,8 +317,10 @@ async def test_the_pending_new_event_is_committed_with_the_intent(
     monkeypatch.setattr(running.broker, "place_order", socket_gone)
     request = OrderRequest(client_order_id="e-1", symbol="AAPL", side="buy", type="market",
                            qty=Decimal(100))  # fmt: skip
-    placed = await running.service.place(request, "req-e")
-    assert placed.record.status == "rejected"
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.place(request, "req-e")
+    assert (refused.value.status, refused.value.slug) == (503, "gateway-unavailable")
+    assert refused.value.retry_after
     journal = await running.store.journal_since(0)
     [event_row] = [e for e in journal if e.kind == "order_event"]
     intent_row = next(e for e in journal if e.kind == "order_intent")
@@ -330,3 +328,140 @@ async def test_the_pending_new_event_is_committed_with_the_intent(
     assert event_row.data["order"]["status"] == "pending_new"
     assert streamed == [(event_row.seq, "pending_new")]
     assert published == ["rejected"]
+    assert [e.kind for e in journal][-2:] == ["order_released", "gate_refusal"]
+    assert await running.store.get_order("e-1") is None  # a refused request consumes nothing
+
+
+# ---------------------------------------------------------------- the gate up to the send
+
+
+def live_gate(running: Running, **limits: Any) -> dict[str, bool]:
+    """The order service's gate reads the service's own counts, as the daemon's does; the
+    returned flags switch the kill switch and the arm file while an order is on its way."""
+    flags = {"kill_switch": False, "armed": True}
+
+    def context() -> GateContext:
+        count, frees_in = running.service.orders_last_minute()
+        return replace(OPEN_GATE, open_orders=len(running.service.open_ids),
+                       orders_last_minute=count, rate_window_frees_in=frees_in,
+                       kill_switch=flags["kill_switch"], armed=flags["armed"],
+                       **limits)  # fmt: skip
+
+    running.service.gate_context = context
+    return flags
+
+
+def acknowledging(running: Running, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """IB acknowledges every order as it is sent; returns the client_order_ids sent."""
+    sent: list[str] = []
+
+    def place_order(spec: Any, order_id: int) -> None:
+        sent.append(spec.client_order_id)
+        running.broker.on_order_report(report(spec.client_order_id, "Submitted", 0, order_id))
+
+    monkeypatch.setattr(running.broker, "place_order", place_order)
+    return sent
+
+
+def limit_order(cid: str) -> OrderRequest:
+    return OrderRequest(client_order_id=cid, symbol="AAPL", side="buy", type="limit",
+                        qty=Decimal(1), limit_price=Decimal(100))  # fmt: skip
+
+
+async def post_at_once(running: Running, cids: list[str]) -> dict[str, str]:
+    """POST the orders concurrently; each id's outcome: its status, or its problem's slug."""
+    outcomes: dict[str, str] = {}
+
+    async def post(cid: str) -> None:
+        try:
+            placed = await running.service.place(limit_order(cid), f"req-{cid}")
+            outcomes[cid] = placed.record.status
+        except OrderProblem as problem:
+            outcomes[cid] = problem.slug
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            for cid in cids:
+                tg.start_soon(post, cid)
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("limit", "refused_as"),
+    [({"max_open_orders": 2}, "risk-limit-exceeded"),
+     ({"max_orders_per_minute": 2}, "rate-limited")],
+)  # fmt: skip
+async def test_concurrent_orders_cannot_share_a_limits_last_slot(
+    running: Running, monkeypatch: pytest.MonkeyPatch, limit: dict[str, int], refused_as: str
+) -> None:
+    live_gate(running, **limit)
+    sent = acknowledging(running, monkeypatch)
+    outcomes = await post_at_once(running, [f"r-{i}" for i in range(5)])
+    assert len(sent) == 2
+    assert sorted(outcomes.values()) == ["new", "new", *[refused_as] * 3]
+    for cid, outcome in outcomes.items():  # a refused request leaves its id free
+        assert (await running.store.get_order(cid) is None) == (outcome == refused_as)
+
+
+@pytest.mark.parametrize("switched", ["kill_switch", "armed"])
+async def test_a_gate_that_closes_while_the_intent_commits_stops_the_order(
+    running: Running, monkeypatch: pytest.MonkeyPatch, switched: str
+) -> None:
+    """A kill (or the arm file's removal) that lands while the order's intent is being
+    committed: the order is not sent, its intent is released and its id is free."""
+    flags = live_gate(running)
+    sent = acknowledging(running, monkeypatch)
+    real_insert = running.store.insert_order
+
+    async def insert_while_the_gate_closes(*args: Any) -> Any:
+        result = await real_insert(*args)
+        flags[switched] = not flags[switched]  # what POST /v1/kill or `ctl disarm` did meanwhile
+        return result
+
+    monkeypatch.setattr(running.store, "insert_order", insert_while_the_gate_closes)
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.place(limit_order("k-1"), "req-k")
+    assert refused.value.slug == ("kill-switch-engaged" if switched == "kill_switch"
+                                  else "not-armed")  # fmt: skip
+    assert sent == []
+    assert await running.store.get_order("k-1") is None
+    assert "k-1" not in running.service.open_ids
+    kinds = [e.kind for e in await running.store.journal_since(0)]
+    assert kinds[-3:] == ["order_event", "order_released", "gate_refusal"]
+
+
+async def test_a_kill_during_the_contract_lookup_stops_the_order(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = live_gate(running)
+    sent = acknowledging(running, monkeypatch)
+
+    async def con_id_while_killed(symbol: str) -> int:
+        flags["kill_switch"] = True  # the kill landed while IB looked the symbol up
+        return 265598
+
+    monkeypatch.setattr(running.broker, "con_id", con_id_while_killed)
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.place(limit_order("k-2"), "req-k")
+    assert refused.value.slug == "kill-switch-engaged"
+    assert sent == []
+    assert await running.store.get_order("k-2") is None
+
+
+async def test_a_cancel_that_was_never_sent_leaves_no_trace(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IB was not asked (this session does not know the order yet): its later reports are
+    not read as answers to a cancel."""
+    await intent(running.store, "x-1", broker_id=7)
+    monkeypatch.setattr(running.broker, "cancel_order", lambda broker_order_id: False)
+    record = await running.store.get_order("x-1")
+    assert record is not None
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.cancel(record, "req-x")
+    assert (refused.value.status, refused.value.slug) == (503, "gateway-unavailable")
+    running.broker.on_order_report(report("x-1", "Submitted", 0))
+    await running.service.flush_reports()
+    working = await running.store.get_order("x-1")
+    assert working is not None
+    assert working.status == "new"
