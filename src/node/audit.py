@@ -1333,7 +1333,8 @@ def export(
                 name: _export_value(table, name, value)
                 for name, value in zip(columns, row, strict=True)
             }
-            out.write(("\n" if count == 0 else ",\n") + json.dumps(item, ensure_ascii=False))
+            # ASCII: any console or file encoding takes it (Windows writes cp1252 to files).
+            out.write(("\n" if count == 0 else ",\n") + json.dumps(item))
             count += 1
         out.write("\n]\n" if count else "]\n")
         return count

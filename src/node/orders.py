@@ -39,7 +39,16 @@ from node.order_status import (
 from node.plugins.notifiers.base import ORDER_REJECTED
 from node.queues import with_queued
 from node.ratelimit import SlidingWindowCounter
-from node.safety import Decision, GateContext, OrderIntent, Refuse, decide, dry_run
+from node.safety import (
+    Decision,
+    GateContext,
+    OrderIntent,
+    Refuse,
+    closed_to_every_order,
+    decide,
+    dry_run,
+    needs_reference_price,
+)
 
 # IB's statuses that say it works on (or filled) the order: an answer that needs nothing after.
 ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted", "Filled"})
@@ -183,9 +192,12 @@ class OrderService:
     async def _place_new(self, request: OrderRequest, digest: str, request_id: str) -> Placed:
         cid = request.client_order_id
         ctx = self.gate_context()
+        # Refused before anything is asked of IB or written.
+        closed = closed_to_every_order(ctx)
+        if closed is not None:
+            await self._refuse(closed, request, request_id)
         reference = await self._reference_price(request, ctx)
         intent = intent_of(request, reference)
-        # Refused before anything is asked of IB or written.
         await self._refuse_if_gated(decide(ctx, intent), request, request_id)
         try:
             con_id = await self.broker.con_id(request.symbol)
@@ -292,15 +304,22 @@ class OrderService:
             self._stream_order_event(seq, data)
 
     async def _reference_price(self, request: OrderRequest, ctx: GateContext) -> Decimal | None:
-        """A price for the notional limit when the order has none (market orders)."""
-        if request.limit_price or request.stop_price or ctx.max_order_notional is None:
+        """The market's price for MAX_ORDER_NOTIONAL, for the orders whose own prices do not
+        bound what they trade at (`needs_reference_price`). A quote IB cannot give now is a
+        503 to retry, not the limit's final 403."""
+        if ctx.max_order_notional is None or ctx.state != "SERVING":
             return None
-        if ctx.state != "SERVING":
+        if not needs_reference_price(request.side, request.type):
             return None
         try:
             quote = await self.broker.quote(request.symbol)
-        except BrokerError:
-            return None
+        except UnknownSymbol:
+            raise OrderProblem("unknown-symbol", 422,
+                               f"IB knows no US stock {request.symbol!r}") from None  # fmt: skip
+        except BrokerError as exc:
+            raise OrderProblem("gateway-unavailable", 503,
+                               f"no quote for {request.symbol} to check MAX_ORDER_NOTIONAL "
+                               f"against: {exc}", 5.0) from None  # fmt: skip
         return quote.ask if request.side == "buy" else quote.bid
 
     async def _journal_refusal(self, refusal: Refuse, request: OrderRequest,
@@ -333,7 +352,11 @@ class OrderService:
 
     async def preview_gates(self, request: OrderRequest) -> list[Refuse]:
         ctx = self.gate_context()
-        return dry_run(ctx, intent_of(request, await self._reference_price(request, ctx)))
+        try:
+            reference = await self._reference_price(request, ctx)
+        except OrderProblem:  # a dry run: the notional gate then says no price is known
+            reference = None
+        return dry_run(ctx, intent_of(request, reference))
 
     def orders_last_minute(self) -> tuple[int, float | None]:
         now = anyio.current_time()
@@ -536,7 +559,9 @@ class OrderService:
                 return None
         changes: dict[str, Any] = {
             "broker_status": report.broker_status,
-            "broker_order_id": report.broker_order_id,
+            # IB sends no order id with a completed order (ib_async then says 0): the one the
+            # intent recorded stays.
+            "broker_order_id": report.broker_order_id or record.broker_order_id,
             "perm_id": report.perm_id or record.perm_id,
             "filled_qty": report.filled,
             "filled_avg_price": report.avg_fill_price,

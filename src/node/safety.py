@@ -228,15 +228,33 @@ def _qty(ctx: GateContext, order: OrderIntent) -> Refuse | None:
     )
 
 
+def needs_reference_price(side: str, order_type: str) -> bool:
+    """Whether MAX_ORDER_NOTIONAL needs the market's price for such an order: its own prices
+    do not bound what it trades at. A market order; a buy stop (it trades at or above its
+    stop, at once when the market is already above); a sell limit (at or above its limit)."""
+    return order_type == "market" or (side, order_type) in {("buy", "stop"), ("sell", "limit")}
+
+
+def _valuation(order: OrderIntent) -> Decimal | None:
+    """The price MAX_ORDER_NOTIONAL values the order at: the most it can be expected to trade
+    at per share, or None when that is not known."""
+    own = [p for p in (order.limit_price, order.stop_price) if p is not None and _usable(p)]
+    reference = order.reference_price if _usable(order.reference_price) else None
+    if needs_reference_price(order.side, order.type):
+        return None if reference is None else max([*own, reference])
+    if order.side == "buy":  # a limit or stop limit: it never pays more than its limit
+        bound = order.limit_price
+    elif order.type == "stop":  # a sell stop trades at or below its stop
+        bound = order.stop_price
+    else:  # a sell stop limit triggers at or below its stop and trades at or above its limit
+        bound = max(own) if own else None
+    return bound if _usable(bound) else reference
+
+
 def _notional(ctx: GateContext, order: OrderIntent) -> Refuse | None:
     if ctx.max_order_notional is None:
         return None
-    # The limit price is the worst price the order accepts; a stop order trades near its stop;
-    # a market order can only be valued from the caller's quote.
-    price = next(
-        (p for p in (order.limit_price, order.stop_price, order.reference_price) if _usable(p)),
-        None,
-    )
+    price = _valuation(order)
     if price is None or not _usable(order.qty):
         return Refuse(
             "risk-limit-exceeded",
@@ -295,6 +313,12 @@ GATES: tuple[Gate, ...] = (
     _allowlist,
     _ignoring_order(_rate),
 )
+
+
+def closed_to_every_order(ctx: GateContext) -> Refuse | None:
+    """The first refusal of the gates that refuse any order (DESIGN.md §5 steps 2-6): checked
+    before IB is asked anything for an order (its quote), then again within `decide`."""
+    return next((r for r in (check(ctx) for check in _ORDER_INDEPENDENT) if r is not None), None)
 
 
 def decide(ctx: GateContext, order: OrderIntent) -> Decision:

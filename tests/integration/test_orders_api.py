@@ -402,6 +402,7 @@ async def test_transitions_are_journaled_and_replayed(trading: Any) -> None:
         (b"{not json", "application/json", 400, "malformed-request"),
         (b"[1, 2]", "application/json", 400, "malformed-request"),
         (b'{"symbol": "AAPL"}', "application/json", 400, "malformed-request"),
+        (b"[" * 50000, "application/json", 400, "malformed-request"),  # deeper than the parser
         (json.dumps(market("b-1")).encode(), "text/plain", 415, "unsupported-media-type"),
         (b'{"client_order_id": "b-1", "x": "' + b"a" * 70000 + b'"}', "application/json", 413,
          "payload-too-large"),

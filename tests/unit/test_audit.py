@@ -836,6 +836,23 @@ async def test_export_orders(store: AuditStore, db_path: Path) -> None:
     assert parsed[0]["reconcile_pending"] == "false"
 
 
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+async def test_export_writes_to_a_windows_console_encoding(
+    store: AuditStore, db_path: Path, fmt: Any
+) -> None:
+    """Anyone on the LAN can put any character in the journal (a refused request's path);
+    the export to a cp1252 file, as Windows makes one, must not stop half way."""
+    await store.journal("access_refused", {"path": "/\u2713\u00e9"})
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="cp1252")
+    assert export(db_path, fmt, out) == 1
+    out.flush()
+    text = raw.getvalue().decode("cp1252")
+    data = json.loads(text)[0]["data"] if fmt == "json" else json.loads(
+        next(csv.DictReader(io.StringIO(text)))["data"])  # fmt: skip
+    assert data == {"path": "/\u2713\u00e9"}
+
+
 async def test_export_of_an_empty_journal(store: AuditStore, db_path: Path) -> None:
     out = io.StringIO()
     assert export(db_path, "json", out) == 0

@@ -18,7 +18,7 @@ import pytest
 
 from node.api.schemas import OrderRequest
 from node.audit import AuditStore, AuditUnavailable, OrderRecord
-from node.broker import BrokerError, OrderReport
+from node.broker import BrokerError, OrderReport, QuoteReport
 from node.clock import ManualClock, RealClock
 from node.message_pacer import MessagePacer
 from node.orders import OrderProblem, OrderService, request_hash
@@ -465,3 +465,76 @@ async def test_a_cancel_that_was_never_sent_leaves_no_trace(
     working = await running.store.get_order("x-1")
     assert working is not None
     assert working.status == "new"
+
+
+# ---------------------------------------------------------------- MAX_ORDER_NOTIONAL's price
+
+
+def quoting(running: Running, monkeypatch: pytest.MonkeyPatch, bid: str,
+            fails: BaseException | None = None) -> list[str]:  # fmt: skip
+    """The market at `bid` (ask a cent above), or a quote that fails; the symbols asked."""
+    asked: list[str] = []
+
+    async def quote(symbol: str) -> QuoteReport:
+        asked.append(symbol)
+        if fails is not None:
+            raise fails
+        return QuoteReport(symbol=symbol, bid=Decimal(bid), ask=Decimal(bid) + Decimal("0.01"),
+                           last=Decimal(bid), bid_size=None, ask_size=None, volume=None,
+                           data_type="live")  # fmt: skip
+
+    monkeypatch.setattr(running.broker, "quote", quote, raising=False)
+    return asked
+
+
+async def test_a_sell_limit_below_the_market_is_valued_at_the_market(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It trades at or above its limit: a limit of a cent bounds nothing."""
+    live_gate(running, max_order_notional=Decimal(10_000))
+    sent = acknowledging(running, monkeypatch)
+    asked = quoting(running, monkeypatch, bid="200")
+    order = OrderRequest(client_order_id="s-1", symbol="AAPL", side="sell", type="limit",
+                         qty=Decimal(100), limit_price=Decimal("0.01"))  # fmt: skip
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.place(order, "req-s")
+    assert (refused.value.status, refused.value.slug) == (403, "risk-limit-exceeded")
+    assert "100 x 200" in refused.value.detail
+    assert (asked, sent) == (["AAPL"], [])
+
+
+async def test_a_quote_ib_cannot_give_is_a_503_to_retry(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live_gate(running, max_order_notional=Decimal(10_000))
+    quoting(running, monkeypatch, bid="200", fails=BrokerError("quotes: no answer in 11 s"))
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.place(OrderRequest(
+            client_order_id="q-1", symbol="AAPL", side="buy", type="market",
+            qty=Decimal(1)), "req-q")  # fmt: skip
+    assert (refused.value.status, refused.value.slug) == (503, "gateway-unavailable")
+    assert refused.value.retry_after
+
+
+async def test_no_quote_is_asked_for_an_order_every_order_is_refused(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = live_gate(running, max_order_notional=Decimal(10_000))
+    flags["kill_switch"] = True
+    asked = quoting(running, monkeypatch, bid="200", fails=BrokerError("not connected"))
+    with pytest.raises(OrderProblem) as refused:
+        await running.service.place(OrderRequest(
+            client_order_id="q-2", symbol="AAPL", side="buy", type="market",
+            qty=Decimal(1)), "req-q")  # fmt: skip
+    assert refused.value.slug == "kill-switch-engaged"
+    assert asked == []
+
+
+async def test_a_completed_orders_report_keeps_the_recorded_order_id(running: Running) -> None:
+    """IB sends completed orders without their order id; ib_async gives 0 for it."""
+    await intent(running.store, "z-1", broker_id=7)
+    running.broker.on_order_report(report("z-1", "Filled", 100, broker_id=0))
+    await running.service.flush_reports()
+    filled = await running.store.get_order("z-1")
+    assert filled is not None
+    assert (filled.status, filled.broker_order_id) == ("filled", 7)

@@ -149,12 +149,47 @@ def test_policy_refusals_have_no_retry_after() -> None:
 @pytest.mark.parametrize(
     ("changes", "places"),
     [
-        # limit price wins over stop and reference
+        # a buy limit never pays more than its limit, whatever the market
         ({"limit_price": D("100"), "stop_price": D("200"), "reference_price": D("300")}, True),
         ({"limit_price": D("101")}, False),
-        # a stop order is valued at its stop
-        ({"type": "stop", "limit_price": None, "stop_price": D("100")}, True),
+        ({"type": "stop_limit", "limit_price": D("100"), "stop_price": D("90")}, True),
+        # a sell stop trades at or below its stop
+        ({"side": "sell", "type": "stop", "limit_price": None, "stop_price": D("100")}, True),
+        ({"side": "sell", "type": "stop", "limit_price": None, "stop_price": D("100.01")}, False),
+        # a sell stop limit: at or below its stop, at or above its limit
+        (
+            {"side": "sell", "type": "stop_limit", "limit_price": D("99"), "stop_price": D("100")},
+            True,
+        ),
+        (
+            {"side": "sell", "type": "stop_limit", "limit_price": D("101"), "stop_price": D("99")},
+            False,
+        ),
+        # a buy stop trades at or above its stop (at once, at the market, when that is higher)
+        (
+            {
+                "type": "stop",
+                "limit_price": None,
+                "stop_price": D("100"),
+                "reference_price": D("100"),
+            },
+            True,
+        ),
+        (
+            {
+                "type": "stop",
+                "limit_price": None,
+                "stop_price": D("90"),
+                "reference_price": D("100.01"),
+            },
+            False,
+        ),
         ({"type": "stop", "limit_price": None, "stop_price": D("100.01")}, False),
+        ({"type": "stop", "limit_price": None, "stop_price": D("1")}, False),  # no market price
+        # a sell limit trades at or above its limit: a limit far below the market is no bound
+        ({"side": "sell", "limit_price": D("0.01"), "reference_price": D("100.01")}, False),
+        ({"side": "sell", "limit_price": D("100"), "reference_price": D("99")}, True),
+        ({"side": "sell", "limit_price": D("1")}, False),  # no market price
         # a market order at the caller's reference (last or ask)
         ({"type": "market", "limit_price": None, "reference_price": D("100")}, True),
         ({"type": "market", "limit_price": None, "reference_price": D("100.5")}, False),

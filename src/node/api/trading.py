@@ -7,6 +7,7 @@ calls one service method and renders the result or a problem.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -63,7 +64,8 @@ def order_json(record: OrderRecord) -> dict[str, Any]:
 
 
 def from_problem(exc: OrderProblem, request: Request) -> Response:
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+    # Rounded up: a client that waits as told must not come back a moment too soon.
+    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after else None
     return problem(exc.slug, exc.status, exc.detail, request_id(request), headers=headers,
                    **exc.extra)  # fmt: skip
 
@@ -89,6 +91,8 @@ async def read_json(request: Request) -> Any:
         return json.loads(body, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OrderProblem("malformed-request", 400, f"the body is not JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than the parser's stack, well within MAX_BODY
+        raise OrderProblem("malformed-request", 400, "the body is nested too deeply") from None
 
 
 def parse_order(raw: Any) -> OrderRequest:
