@@ -660,6 +660,11 @@ class OrderUpdate:
     # Leave a finished order as it is (checked inside the transaction): a cancel request
     # that meets a fill committed meanwhile must not reopen the order.
     only_if_open: bool = False
+    # When the order's status moves: an order_event row (the trade update, named by this
+    # function of the statuses before and after, with the order's API object) in the same
+    # commit, so a crash cannot keep the change and lose its announcement.
+    announce: Callable[[str, str], str] | None = None
+    request_id: str | None = None  # on every row the update writes
 
 
 def check_location(path: Path, sync_folder: Path | None) -> Path:
@@ -970,9 +975,15 @@ class AuditStore:
         [updated] = await self.update_orders([OrderUpdate(client_order_id, changes)])
         return updated
 
-    async def update_orders(self, updates: Sequence[OrderUpdate]) -> list[OrderRecord]:
+    async def update_orders(
+        self,
+        updates: Sequence[OrderUpdate],
+        on_commit: Callable[[list[tuple[int, dict[str, Any]]]], None] | None = None,
+    ) -> list[OrderRecord]:
         """Apply the updates in order in one transaction (one commit), each with its
-        order_status row and then its own rows (a fill); returns the updated orders.
+        order_status row, then its own rows (a fill), then its order_event when it announces
+        one; returns the updated orders. `on_commit` gets the order events as (seq, data)
+        (see `_write`).
 
         IB reports an order's acknowledgement, fills and commission in one burst: one commit
         for the burst instead of one per report keeps the disk, and the next order's intent
@@ -993,18 +1004,20 @@ class AuditStore:
                 coerced["updated_at"] = now
             at_text = rfc3339(coerced["updated_at"])
             extra = [(kind, canonical_json(data)) for kind, data in update.also_journal]
-            steps.append((update.client_order_id, coerced, at_text, extra, update.only_if_open))
+            steps.append((update, coerced, at_text, extra))
 
-        def body(conn: sqlite3.Connection) -> list[OrderRecord]:
+        Announced = list[tuple[int, dict[str, Any]]]
+
+        def body(conn: sqlite3.Connection) -> tuple[list[OrderRecord], Announced]:
             done: list[OrderRecord] = []
-            for client_order_id, coerced, at_text, extra, only_if_open in steps:
-                row = conn.execute(
-                    f"{_ORDER_SELECT} WHERE client_order_id = ?", (client_order_id,)
-                ).fetchone()
+            announced: Announced = []
+            for update, coerced, at_text, extra in steps:
+                cid, request_id = update.client_order_id, update.request_id
+                row = conn.execute(f"{_ORDER_SELECT} WHERE client_order_id = ?", (cid,)).fetchone()
                 if row is None:
-                    raise OrderNotFound(client_order_id)
+                    raise OrderNotFound(cid)
                 current = _record_from_row(row)
-                if only_if_open and current.status in TERMINAL_STATUSES:
+                if update.only_if_open and current.status in TERMINAL_STATUSES:
                     done.append(current)
                     continue
                 updated = dataclasses.replace(current, **coerced)
@@ -1012,23 +1025,29 @@ class AuditStore:
                 conn.execute(
                     f"UPDATE orders SET {', '.join(f'{n} = ?' for n in names)}"
                     " WHERE client_order_id = ?",
-                    [*(_db_value(n, getattr(updated, n)) for n in names), client_order_id],
+                    [*(_db_value(n, getattr(updated, n)) for n in names), cid],
                 )
                 changed = {n: _json_value(n, getattr(updated, n)) for n in names}
-                self._append(
-                    conn,
-                    KIND_ORDER_STATUS,
-                    canonical_json({"id": updated.id, "changes": changed}),
-                    None,
-                    client_order_id,
-                    at_text,
-                )
+                self._append(conn, KIND_ORDER_STATUS,
+                             canonical_json({"id": updated.id, "changes": changed}),
+                             request_id, cid, at_text)  # fmt: skip
                 for kind, data_text in extra:
-                    self._append(conn, kind, data_text, None, client_order_id, at_text)
+                    self._append(conn, kind, data_text, request_id, cid, at_text)
+                if update.announce is not None and updated.status != current.status:
+                    event = {"event": update.announce(current.status, updated.status),
+                             "order": updated.to_api()}  # fmt: skip
+                    seq = self._append(conn, KIND_ORDER_EVENT, canonical_json(event),
+                                       request_id, cid, at_text)  # fmt: skip
+                    announced.append((seq, event))
                 done.append(updated)
-            return done
+            return done, announced
 
-        return await self._write(body)
+        def committed(result: tuple[list[OrderRecord], Announced]) -> None:
+            if on_commit is not None:
+                on_commit(result[1])
+
+        done, _ = await self._write(body, committed)
+        return done
 
     async def delete_order(self, client_order_id: str) -> bool:
         """Free the id of an intent refused before it was sent; False when there was none.

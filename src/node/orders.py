@@ -218,7 +218,7 @@ class OrderService:
         try:
             # The intent, before anything is sent, and the pending_new event in the same
             # commit: no second commit (and fsync) while IB works on the order.
-            await self.store.insert_order(record, ["pending_new"], self._stream_created)
+            await self.store.insert_order(record, ["pending_new"], self._stream_committed)
             if self._known_ids is not None:
                 self._known_ids.add(cid)
         except DuplicateOrder:
@@ -299,7 +299,7 @@ class OrderService:
             failed_at=self.clock.now()).to_api()})  # fmt: skip
         await self._refuse(refusal, request, request_id)
 
-    def _stream_created(self, events: list[tuple[int, dict[str, Any]]]) -> None:
+    def _stream_committed(self, events: list[tuple[int, dict[str, Any]]]) -> None:
         for seq, data in events:
             self._stream_order_event(seq, data)
 
@@ -387,16 +387,11 @@ class OrderService:
         # never sent must not make IB's own end of a day order look like a cancel.
         self._cancel_requested.add(record.client_order_id)
         try:
-            [updated] = await self.store.update_orders(
-                [
-                    OrderUpdate(
-                        record.client_order_id, {"status": "pending_cancel"}, only_if_open=True
-                    )
-                ]
-            )
-            if not is_terminal(updated.status):
-                await self.store.journal("cancel", {"id": record.id}, request_id=request_id,
-                                         client_order_id=record.client_order_id)  # fmt: skip
+            # Who asked and the pending_cancel announcement, in the change's own commit.
+            [updated] = await self.store.update_orders([OrderUpdate(
+                record.client_order_id, {"status": "pending_cancel"},
+                [("cancel", {"id": record.id})], only_if_open=True, announce=sse_event_name,
+                request_id=request_id)], self._stream_committed)  # fmt: skip
         except AuditError as exc:
             logger.error("request {}: order {} asked to cancel at IB, but the audit trail could "
                          "not record it: {}", request_id, record.client_order_id, exc)  # fmt: skip
@@ -406,7 +401,6 @@ class OrderService:
             raise OrderProblem(
                 "order-not-cancelable", 409, f"order {record.id} is already {updated.status}"
             )
-        self.publish({"event": "pending_cancel", "order": updated.to_api()})
         return updated
 
     async def cancel_open(self, request_id: str) -> list[tuple[OrderRecord, OrderProblem | None]]:
@@ -494,7 +488,8 @@ class OrderService:
         await done.wait()
 
     async def apply_all(self, reports: list[OrderReport]) -> None:
-        """Apply reports in order, written in one transaction; then log and publish."""
+        """Apply reports in order, written in one transaction with the trade updates they
+        announce (streamed from that commit); then log and alert."""
         rows: dict[str, OrderRecord] = {}  # each order's row as the reports before left it
         updates: list[OrderUpdate] = []
         befores: list[tuple[OrderRecord, str]] = []  # (row before, IB's status) per update
@@ -515,13 +510,13 @@ class OrderService:
                               "avg_price": str(report.avg_fill_price)})]
                 if report.filled > record.filled_qty else []
             )  # fmt: skip
-            updates.append(OrderUpdate(cid, changes, fill))
+            updates.append(OrderUpdate(cid, changes, fill, announce=sse_event_name))
             befores.append((record, report.broker_status))
             rows[cid] = replace(record, **changes)
         if not updates:
             return
         for (before, broker_status), updated in zip(
-            befores, await self.store.update_orders(updates), strict=True
+            befores, await self.store.update_orders(updates, self._stream_committed), strict=True
         ):
             cid = updated.client_order_id
             if is_terminal(updated.status):
@@ -537,8 +532,6 @@ class OrderService:
                 if updated.status == "rejected":
                     self._alert(ORDER_REJECTED, f"order {cid} ({updated.side} {updated.qty} "
                                 f"{updated.symbol}) rejected: {updated.status_reason}")  # fmt: skip
-                self.publish({"event": sse_event_name(before.status, updated.status),
-                              "order": updated.to_api()})  # fmt: skip
 
     def _changes(self, record: OrderRecord, report: OrderReport) -> dict[str, Any] | None:
         """The fields IB's report sets on the order; None when the report must not move it."""
@@ -598,10 +591,10 @@ class OrderService:
                 self._reports.send_nowait(report)
                 matched += 1
             elif record.broker_order_id is None or record.status == "pending_new":
-                await self.store.update_order(
-                    record.client_order_id, status="rejected",
-                    status_reason=REJECT_REASON_NOT_AT_IB, failed_at=self.clock.now(),
-                )  # fmt: skip
+                await self.store.update_orders([OrderUpdate(record.client_order_id, {
+                    "status": "rejected", "status_reason": REJECT_REASON_NOT_AT_IB,
+                    "failed_at": self.clock.now()}, announce=sse_event_name)],
+                    self._stream_committed)  # fmt: skip
                 self.open_ids.discard(record.client_order_id)
                 missing += 1
         await self.flush_reports()

@@ -344,6 +344,7 @@ async def test_gateway_crash_during_200_orders_loses_nothing_and_sends_nothing_t
     retried: Counter[str] = Counter()
     answered_2xx = 0
     crash_due = anyio.Event()
+    crashed = anyio.Event()
 
     async with node(env, tmp_path, "stream") as n:
         doc = await until_serving(n)
@@ -352,6 +353,11 @@ async def test_gateway_crash_during_200_orders_loses_nothing_and_sends_nothing_t
         async def place(cid: str) -> None:
             nonlocal answered_2xx
             for _ in range(MAX_ATTEMPTS):
+                if crash_due.is_set():
+                    # No new request until the crash is on its way: on a loaded machine the
+                    # rest of the stream could otherwise finish before it lands. The requests
+                    # already in flight stay in flight through it.
+                    await crashed.wait()
                 try:
                     response = await n.http.post("/v1/orders", json=bodies[cid])
                 except httpx.TransportError:
@@ -382,6 +388,8 @@ async def test_gateway_crash_during_200_orders_loses_nothing_and_sends_nothing_t
         async def crash() -> None:
             await crash_due.wait()
             await crash_the_simulator(int(env["SIM_CONTROL_PORT"]))
+            await until_gone(first_sim_pid)
+            crashed.set()
 
         with anyio.fail_after(180):
             async with anyio.create_task_group() as tg:

@@ -142,10 +142,10 @@ async def test_a_failed_commit_costs_no_other_report(
     real = running.store.update_orders
     failures = [AuditUnavailable("audit store write failed: disk I/O error")]
 
-    async def once_unavailable(updates: Any) -> Any:
+    async def once_unavailable(updates: Any, on_commit: Any = None) -> Any:
         if failures and len(updates) > 1:
             raise failures.pop()
-        return await real(updates)
+        return await real(updates, on_commit)
 
     monkeypatch.setattr(running.store, "update_orders", once_unavailable)
     running.broker.on_order_report(report("a-1", "Filled", 100, broker_id=1))
@@ -208,9 +208,9 @@ async def post_and_deliver(
     running.service.clock = RealClock()
     real = running.store.update_orders
 
-    async def recording(updates: Any) -> Any:
+    async def recording(updates: Any, on_commit: Any = None) -> Any:
         happened.append(f"applied {len(updates)} in one commit")
-        return await real(updates)
+        return await real(updates, on_commit)
 
     monkeypatch.setattr(running.store, "update_orders", recording)
     request = OrderRequest(client_order_id=cid, symbol="AAPL", side="buy", type="market",
@@ -538,3 +538,41 @@ async def test_a_completed_orders_report_keeps_the_recorded_order_id(running: Ru
     filled = await running.store.get_order("z-1")
     assert filled is not None
     assert (filled.status, filled.broker_order_id) == ("filled", 7)
+
+
+async def test_a_status_change_and_its_trade_update_are_one_commit(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the change cannot lose its announcement: the order_event row is in the
+    change's own commit and streamed from it, not queued for a later one."""
+    streamed: list[tuple[int, str]] = []
+    published: list[str] = []
+    monkeypatch.setattr(running.service, "_stream_order_event",
+                        lambda seq, data: streamed.append((seq, data["event"])))  # fmt: skip
+    monkeypatch.setattr(running.service, "publish", lambda data: published.append(data["event"]))
+    await intent(running.store, "u-1", broker_id=7)
+    before = await running.store.last_seq()
+    running.broker.on_order_report(report("u-1", "Filled", 100))
+    await running.service.flush_reports()
+    rows = await running.store.journal_since(before)
+    assert [r.kind for r in rows] == ["order_status", "fill", "order_event"]
+    assert rows[-1].data["event"] == "fill"
+    assert rows[-1].data["order"]["status"] == "filled"
+    assert streamed == [(rows[-1].seq, "fill")]
+    assert published == []
+
+    await intent(running.store, "u-2", broker_id=8)
+    running.broker.on_order_report(report("u-2", "Submitted", 0, broker_id=8))
+    await running.service.flush_reports()
+    record = await running.store.get_order("u-2")
+    assert record is not None
+    before = await running.store.last_seq()
+    await running.service.cancel(record, "req-cancel")
+    rows = await running.store.journal_since(before)
+    assert [(r.kind, r.request_id) for r in rows] == [
+        ("order_status", "req-cancel"),
+        ("cancel", "req-cancel"),
+        ("order_event", "req-cancel"),
+    ]
+    assert streamed[-1] == (rows[-1].seq, "pending_cancel")
+    assert published == []
