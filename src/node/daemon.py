@@ -35,6 +35,7 @@ from node.states.context import StateContext
 from node.trading import Trading
 
 TIME_JUMP = 5.0  # seconds between expected and actual wake-up that mean the clock jumped
+SHUTDOWN_DRAIN_TIMEOUT = 10.0  # seconds for the last reports and journal rows at shutdown
 
 
 class Daemon:
@@ -238,6 +239,7 @@ class Daemon:
             tg.start_soon(self._watch_window)
             task_status.started()
             await self._consume()
+            await self._drain(tg)
             tg.cancel_scope.cancel()
         for notifier in self.notifiers:
             with anyio.CancelScope(shield=True):
@@ -245,6 +247,20 @@ class Daemon:
         await self.trading.close()
         self.stopped.set()
         logger.info("daemon stopped")
+
+    async def _drain(self, tg: anyio.abc.TaskGroup) -> None:
+        """What IB and the lifecycle said last reaches the audit trail before the tasks that
+        write it stop; bounded, so a store that no longer answers cannot hold the shutdown."""
+        drained = anyio.Event()
+
+        async def drain() -> None:
+            await self.trading.drain()
+            drained.set()
+
+        tg.start_soon(drain)
+        if not await self.clock.wait(drained, SHUTDOWN_DRAIN_TIMEOUT):
+            logger.error("shutdown: the audit trail's last rows were not all written within "
+                         "{:g} s; the log has them", SHUTDOWN_DRAIN_TIMEOUT)  # fmt: skip
 
     async def _deliver(
         self, notifier: Notifier, notices: MemoryObjectReceiveStream[Notice]

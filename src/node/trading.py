@@ -54,11 +54,12 @@ class Trading:
         self.armed_by_demo = armed_by_demo
         self.alert = alert  # (notice kind, message): the notifiers
         self._armed_seen: bool | None = None
-        self._journal_in: MemoryObjectSendStream[tuple[str, dict[str, Any], str | None]]
-        self._journal_out: MemoryObjectReceiveStream[tuple[str, dict[str, Any], str | None]]
-        self._journal_in, self._journal_out = anyio.create_memory_object_stream[
-            tuple[str, dict[str, Any], str | None]
-        ](math.inf)
+        # Rows to journal, and flush markers (an Event set once every row before it is written).
+        self._journal_in: MemoryObjectSendStream[_Row | anyio.Event]
+        self._journal_out: MemoryObjectReceiveStream[_Row | anyio.Event]
+        self._journal_in, self._journal_out = anyio.create_memory_object_stream[_Row | anyio.Event](
+            math.inf
+        )
         broker.on_ib_error = lambda code, message, req_id: self.journal_later(
             "ib_error", {"code": code, "message": message, "id": req_id}
         )
@@ -223,16 +224,33 @@ class Trading:
     async def _write_journal(self) -> None:
         async with self._journal_out:
             async for first in self._journal_out:
-                batch = with_queued(first, self._journal_out)  # one commit for all
-                rows = [
-                    JournalRow(kind, data, request_id, _client_order_id(kind, data))
-                    for kind, data, request_id in batch
-                ]  # fmt: skip
-                try:
-                    await self.store.journal_many(rows, partial(self._stream, rows))
-                except Exception:  # one bad row must not cost the others: one at a time
-                    for row in rows:
-                        await self._journal_one(row)
+                rows: list[JournalRow] = []
+                for item in with_queued(first, self._journal_out):  # one commit for all
+                    if isinstance(item, anyio.Event):
+                        await self._write_rows(rows)
+                        rows = []
+                        item.set()
+                        continue
+                    kind, data, request_id = item
+                    rows.append(JournalRow(kind, data, request_id, _client_order_id(kind, data)))
+                await self._write_rows(rows)
+
+    async def _write_rows(self, rows: list[JournalRow]) -> None:
+        if not rows:
+            return
+        try:
+            await self.store.journal_many(rows, partial(self._stream, rows))
+        except Exception:  # one bad row must not cost the others: one at a time
+            for row in rows:
+                await self._journal_one(row)
+
+    async def drain(self) -> None:
+        """At shutdown, once the gateway is gone: IB's last reports (decoded as its socket
+        closed) applied, then every row queued so far written, before their writers stop."""
+        await self.orders.flush_reports()
+        written = anyio.Event()
+        self._journal_in.send_nowait(written)
+        await written.wait()
 
     def _stream(self, rows: list[JournalRow], seqs: list[int]) -> None:
         """Under the store's write lock (its `on_commit`): streamed in journal order."""
@@ -273,6 +291,9 @@ class Trading:
         with anyio.CancelScope(shield=True):
             await self.snapshot()
             await self.store.close()
+
+
+_Row = tuple[str, dict[str, Any], str | None]  # kind, data, request_id
 
 
 def _client_order_id(kind: str, data: dict[str, Any]) -> str | None:
