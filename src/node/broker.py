@@ -140,6 +140,9 @@ class PositionReport:
 DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed_frozen"}
 QUOTE_TIMEOUT = 11.0  # real TWS ends a snapshot within about 11 s
 CONTRACT_TIMEOUT = 10.0
+WHAT_IF_TIMEOUT = 10.0
+# A whole account's completed orders; RECONCILE_TIMEOUT (60 s by default) bounds CONNECTED.
+ORDERS_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -239,6 +242,12 @@ class Broker:
         self._ib = ib
         self._pacer = _paced(ib)
         self._leaving = False
+        # Reset before the handshake, not after: IB sends 1100 or a broken farm to a client
+        # that connects during an outage, and that notice arrives within the start-up sync.
+        self.heartbeat_lost = False
+        self.connectivity_lost = False
+        self.broken_farms = frozenset()
+        self._watch.notify()
         try:
             await ib.connectAsync(
                 host, port, clientId=self.client_id, timeout=attempt_timeout, raiseSyncErrors=True
@@ -255,9 +264,6 @@ class Broker:
             connected_since=self._clock.now(),
         )
         self.heartbeat = HeartbeatStatus(last_ok=self._clock.now())
-        self.heartbeat_lost = False
-        self.connectivity_lost = False
-        self.broken_farms = frozenset()
         self._watch.notify()
         logger.info(
             "connected to the gateway at {}:{} (server version {}, accounts {})",
@@ -323,7 +329,9 @@ class Broker:
 
     async def what_if(self, spec: OrderSpec) -> WhatIfReport:
         ib = self._require()
-        state = await ib.whatIfOrderAsync(_contract(spec), _ib_order(spec))
+        state = await self._within(
+            WHAT_IF_TIMEOUT, ib.whatIfOrderAsync(_contract(spec), _ib_order(spec)), "what-if"
+        )
         return WhatIfReport(
             commission=_decimal(state.commission),
             init_margin_change=_decimal(state.initMarginChange),
@@ -350,9 +358,16 @@ class Broker:
         return [report for trade in ib.trades() if (report := self._report(trade)) is not None]
 
     async def refresh_completed(self) -> None:
-        """Ask IB for completed orders again (fills that happened while we were away)."""
+        """Ask IB again where every order stands: fills that happened while we were away, or
+        while IB delivered nothing (1100), which it does not send again (failure-modes #31)."""
         ib = self._require()
-        await ib.reqCompletedOrdersAsync(False)
+        await self._within(ORDERS_TIMEOUT, ib.reqOpenOrdersAsync(), "the open orders request")
+        completed = await self._within(
+            ORDERS_TIMEOUT, ib.reqCompletedOrdersAsync(False), "the completed orders request"
+        )
+        # After the orders, as in ib_async's start-up sync: an execution finds its order.
+        await self._within(ORDERS_TIMEOUT, ib.reqExecutionsAsync(), "the executions request")
+        _settle(ib.trades(), completed)
 
     async def quotes(self, symbols: list[str]) -> list[QuoteReport]:
         """Snapshot quotes; symbols IB does not know raise BrokerError naming them."""
@@ -450,10 +465,22 @@ class Broker:
             sum((Decimal(str(f.commissionReport.commission)) for f in charged), Decimal(0))
             if charged else None
         )  # fmt: skip
-        filled = _quantity(trade.filled())
+        # IB re-sends only the current day's executions to a new session, so the session's
+        # fills undercount an order that also filled on an earlier day; IB's own cumulative
+        # count (orderStatus, or a completed order's filledQuantity) does not, but lags an
+        # execution that has just arrived. The larger of the two is the truth.
+        ib_filled = max(_decimal(status.filled) or Decimal(0),
+                        _decimal(trade.order.filledQuantity) or Decimal(0))  # fmt: skip
+        filled = max(_quantity(trade.filled()), ib_filled)
         total = _quantity(trade.order.totalQuantity)
+        remaining = max(total - filled, Decimal(0))
+        ib_remaining = _decimal(status.remaining)
+        if ib_remaining is not None and (status.filled or status.remaining):
+            # ib_async's OrderStatus starts at 0 filled and 0 remaining until IB sends one;
+            # IB's remaining may be smaller (a canceled remnant), never larger than the truth.
+            remaining = min(remaining, ib_remaining)
         average = _decimal(status.avgFillPrice) if filled else None
-        if filled and (not average or _quantity(status.filled) < filled):
+        if filled and (not average or ib_filled < filled):
             average = _average_price(trade)  # the executions are ahead of IB's orderStatus
         return OrderReport(
             client_order_id=ref,
@@ -461,7 +488,7 @@ class Broker:
             perm_id=int(trade.order.permId),
             broker_status=status.status,
             filled=filled,
-            remaining=max(total - filled, Decimal(0)),
+            remaining=remaining,
             avg_fill_price=average,
             error_code=error[0] if error else None,
             error_text=error[1] if error else None,
@@ -680,6 +707,30 @@ def _ib_order(spec: OrderSpec) -> Order:
     order.orderRef = spec.client_order_id
     order.account = spec.account
     return order
+
+
+def _settle(trades: list[Trade], completed: list[Trade]) -> None:
+    """Give this session's trades the end IB reports in its completed orders.
+
+    ib_async keeps the Trade it already holds for a permId and drops IB's completed order, so
+    an order that ended while IB's messages did not reach us would stay working here. This is
+    what the orderStatus IB never sent would have done; the average is left to the executions
+    (a completed order carries none, and the one held may predate the missed fills).
+    """
+    ours = {trade.order.permId: trade for trade in trades if trade.order.permId}
+    for done in completed:
+        trade = ours.get(done.order.permId)
+        if trade is None or trade is done or trade.isDone() or not done.isDone():
+            continue
+        status = trade.orderStatus
+        status.status = done.orderStatus.status
+        filled = _decimal(done.order.filledQuantity)
+        if filled is not None:
+            status.filled = float(filled)
+            status.remaining = max(float(trade.order.totalQuantity) - status.filled, 0.0)
+            status.avgFillPrice = 0.0
+        logger.info("order {} ({}) ended while IB's messages did not reach us: {}",
+                    trade.order.orderId, trade.order.orderRef, status.status)  # fmt: skip
 
 
 def _average_price(trade: Trade) -> Decimal | None:

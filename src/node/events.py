@@ -24,6 +24,7 @@ class Trigger(StrEnum):
     RECOVERED = "recovered"
     GRACE_EXPIRED = "grace_expired"
     BACKOFF_ELAPSED = "backoff_elapsed"
+    WORK_FAILED = "work_failed"  # the state's work raised: a bug, not a gateway problem
     # From the broker
     DISCONNECTED = "disconnected"
     HEARTBEAT_LOST = "heartbeat_lost"

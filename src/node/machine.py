@@ -45,6 +45,8 @@ WORK: dict[State, Callable[[StateContext, Event], Awaitable[None]]] = {
     State.BACKOFF: backoff.run,
 }
 RUNNING = [s.value for s in State if s is not State.OFF]
+# BACKOFF and OFF have nothing to fall back to: their failure is left to the operator.
+WORK_FAILED_SOURCES = [State.STARTING_GATEWAY, State.CONNECTED, State.SERVING, State.DEGRADED]
 RECENT_TRANSITIONS = 50
 
 S = State
@@ -85,6 +87,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": T.RECOVERED, "source": S.DEGRADED, "dest": S.SERVING},
     {"trigger": T.GRACE_EXPIRED, "source": S.DEGRADED, "dest": S.BACKOFF},
     {"trigger": T.DISCONNECTED, "source": S.DEGRADED, "dest": S.BACKOFF},
+    # A bug in a state's work: retry from a fresh start, as after any other failure.
+    {"trigger": T.WORK_FAILED, "source": WORK_FAILED_SOURCES, "dest": S.BACKOFF},
     # Backoff: a restart takes a slot of the budget.
     {"trigger": T.BACKOFF_ELAPSED, "source": S.BACKOFF, "dest": S.STARTING_GATEWAY,
      "conditions": ["window_allows", "budget_allows"], "before": "take_slot"},
@@ -179,14 +183,38 @@ class Lifecycle:
             self._work.cancel()
         scope = anyio.CancelScope()
         self._work = scope
-        work = WORK[State(self.state)]
+        state = State(self.state)
+        work = WORK[state]
         entry = Event(event.trigger, reason, self.visit)
 
         async def run() -> None:
             with scope:
-                await work(self.ctx, entry)
+                try:
+                    await work(self.ctx, entry)
+                except* Exception as group:  # the work's own task groups raise groups
+                    self._work_failed(state, entry, group)
 
         self._tg.start_soon(run)
+
+    def _work_failed(self, state: State, entry: Event, group: BaseExceptionGroup[Exception]
+                     ) -> None:  # fmt: skip
+        """A bug in one state's work must not end the daemon (its task group would): log it
+        and leave the state as one of its own failures would."""
+        failure = group.exceptions[0] if len(group.exceptions) == 1 else group
+        reason = f"{state}'s work failed: {type(failure).__name__}: {failure}"
+        if state in WORK_FAILED_SOURCES:
+            then = "restarting the gateway through BACKOFF"
+        elif state is State.BACKOFF:
+            then = "no restart is scheduled; `ibkr-node ctl reset-backoff` retries now"
+        else:
+            then = "the gateway may still run; `ibkr-node ctl stop` stops it"
+        logger.opt(exception=failure).error(
+            "{}; {} (an ibkr-node bug: please report it with this log)", reason, then
+        )
+        if state in WORK_FAILED_SOURCES:
+            self.ctx.post(Event(T.WORK_FAILED, reason, entry.visit))  # stale if already left
+        elif entry.visit == self.visit:
+            self.ctx.notify("needs_human", f"{reason}; {then}", state.value)
 
     def _reason_for(self, event: Event) -> str:
         if self.state == State.OFF and self.ctx.operator.latched:

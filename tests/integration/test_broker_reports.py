@@ -1,10 +1,11 @@
 """The broker's order reports as ib_async fires them, against a real simulator on loopback:
-no report states a fact IB has not sent yet."""
+no report states a fact IB has not sent yet, nor misses one it has (IB's cumulative counts)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from ib_async import (
     CommissionReport,
     Execution,
     Fill,
+    LimitOrder,
     MarketOrder,
     OrderStatus,
     PortfolioItem,
@@ -24,6 +26,7 @@ from ib_async import (
 
 from node.broker import BRIEF_REPRS, Broker, OrderReport, OrderSpec
 from node.clock import RealClock
+from node.order_status import map_status
 from support import WAIT, until
 
 pytestmark = pytest.mark.anyio
@@ -160,3 +163,66 @@ def test_ib_async_order_objects_get_brief_reprs() -> None:
         assert text.startswith(f"{type(sample).__name__}("), text
         assert len(text) < 160, text
         assert "AAPL" in text or "e-1" in text, text
+
+
+# ---------------------------------------------------------------------- IB's own counts
+
+
+def gtc_trade(status: OrderStatus, todays_fills: list[float], filled_quantity: float | None = None
+              ) -> Trade:  # fmt: skip
+    """A 100-share GTC buy as ib_async holds it in a new session: IB re-sent only the day's
+    executions; `status` is IB's orderStatus (or a completed order's bare status)."""
+    contract = Stock("AAPL", "SMART", "USD")
+    order = LimitOrder("BUY", 100, 200.0, orderId=7, permId=99, orderRef="gtc-1", tif="GTC")
+    if filled_quantity is not None:
+        order.filledQuantity = filled_quantity
+    fills = [
+        Fill(contract, Execution(execId=f"e-{i}", orderId=7, permId=99, shares=shares,
+                                 price=200.0), CommissionReport(), datetime.now(UTC))
+        for i, shares in enumerate(todays_fills)
+    ]  # fmt: skip
+    return Trade(contract, order, status, fills, [])
+
+
+def report_of(trade: Trade) -> OrderReport:
+    broker = Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
+                    heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
+    report = broker._report(trade)
+    assert report is not None
+    return report
+
+
+def our_status(report: OrderReport) -> str:
+    return map_status(report.broker_status, report.filled, report.remaining, tif="gtc")
+
+
+def test_an_order_filled_on_an_earlier_day_reports_ibs_cumulative_fill() -> None:
+    """60 filled yesterday; today's session holds none of those executions."""
+    status = OrderStatus(orderId=7, status="Submitted", filled=60.0, remaining=40.0,
+                         avgFillPrice=200.0)  # fmt: skip
+    report = report_of(gtc_trade(status, []))
+    assert (report.filled, report.remaining, report.avg_fill_price) == (60, 40, 200)
+    assert our_status(report) == "partially_filled"
+
+
+def test_the_last_fill_on_a_later_day_reports_the_whole_order_filled() -> None:
+    """60 yesterday, the last 40 today: IB says Filled 100; the session saw 40."""
+    status = OrderStatus(orderId=7, status="Filled", filled=100.0, remaining=0.0,
+                         avgFillPrice=200.0)  # fmt: skip
+    report = report_of(gtc_trade(status, [40.0]))
+    assert (report.filled, report.remaining) == (100, 0)
+    assert our_status(report) == "filled"
+
+
+def test_a_completed_order_without_executions_in_the_session_is_filled() -> None:
+    """ib_async's completed order: a bare status, the quantity in order.filledQuantity."""
+    report = report_of(gtc_trade(OrderStatus(orderId=7, status="Filled"), [], 100.0))
+    assert (report.filled, report.remaining) == (100, 0)
+    assert our_status(report) == "filled"
+
+
+def test_an_execution_ahead_of_ibs_order_status_still_counts() -> None:
+    """The live order: the execution arrives before IB's orderStatus says it."""
+    status = OrderStatus(orderId=7, status="Submitted", filled=0.0, remaining=100.0)
+    report = report_of(gtc_trade(status, [30.0]))
+    assert (report.filled, report.remaining, report.avg_fill_price) == (30, 70, 200)

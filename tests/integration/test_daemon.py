@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from loguru import logger
 
@@ -139,6 +141,54 @@ async def test_1100_degrades_and_1102_restores(node_factory: Any) -> None:
     await until(lambda: node.state == "DEGRADED")
     await node.launcher.control("notice 1102")
     await until(lambda: node.state == "SERVING")
+
+
+async def test_1100_heard_during_the_handshake_degrades(node_factory: Any, sim: Simulator) -> None:
+    """IB sends 1100 to a client that connects during an outage, within the start-up sync:
+    the node must not forget it on the way to SERVING."""
+    sim.faults.send_notice(1100)  # IB is unreachable before the node connects
+    node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port)
+    await until(lambda: node.state == "DEGRADED")
+    doc = node.daemon.state_document()
+    assert (doc["transitions"][0]["from"], doc["transitions"][0]["trigger"]) == (
+        "SERVING", "connectivity_lost")  # fmt: skip
+    sim.faults.send_notice(1102)
+    await serving(node)
+
+
+async def test_a_fill_ib_never_delivered_during_1100_is_reconciled_on_recovery(
+    node_factory: Any, sim: Simulator, tmp_path: Path
+) -> None:
+    """IB delivers no execution while it is unreachable (failure-modes #31): leaving DEGRADED
+    reconciles, as after a reconnect, so the fill is in the order before SERVING."""
+    arm = tmp_path / "arm_orders_confirmed.txt"
+    arm.write_text("armed\n", encoding="utf-8")
+    node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port,
+                              ORDERS_ENABLED=True, ARM_ORDERS_FILE=arm)  # fmt: skip
+    await serving(node)
+    price = sim.market.quote("AAPL").last
+    api = f"http://127.0.0.1:{node.api_port}"
+    async with httpx.AsyncClient(base_url=api, headers={"X-API-Key": "test-key"}) as http:
+        placed = await http.post("/v1/orders", json={
+            "client_order_id": "gtc-1", "symbol": "AAPL", "side": "buy", "type": "limit",
+            "qty": "5", "limit_price": f"{price * 0.9:.2f}", "time_in_force": "gtc"})  # fmt: skip
+        assert placed.status_code == 201, placed.text
+    assert [o.status for o in sim.engine.open_orders()] == ["Submitted"]  # resting at IB
+    store = node.daemon.store
+    sim.faults.send_notice(1100)
+    await until(lambda: node.state == "DEGRADED")
+    sim.faults.set_silent(True)  # what IB does while unreachable: the fill reaches no one
+    sim.set_price("AAPL", price * 0.8)
+    sim.faults.set_silent(False)
+    assert [o.status for o in sim.engine.completed_orders()] == ["Filled"]
+    sim.faults.send_notice(1102)
+    await serving(node)
+    order = await store.get_order("gtc-1")
+    assert order is not None
+    assert (order.status, order.filled_qty) == ("filled", Decimal(5))
+    recovered = node.daemon.state_document()["transitions"][0]
+    assert recovered["trigger"] == "recovered"
+    assert "1 orders reconciled by orderRef" in recovered["reason"]
 
 
 async def test_farm_flap_never_leaves_serving(node_factory: Any) -> None:
@@ -362,6 +412,62 @@ async def test_disconnect_racing_the_reconcile_is_a_retry_not_a_latch(
     await lifecycle.handle(Event(Trigger.RECONCILED, "race"))
     assert node.state == "BACKOFF"
     assert node.daemon.state_document()["latched"] is None
+
+
+async def test_a_drop_during_the_reconcile_backs_off_and_serves_again(
+    node_factory: Any, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket closing while CONNECTED waits for IB's orders is a gateway failure like
+    any other (BACKOFF, then a fresh start), not an exception that ends the daemon."""
+    from node.broker import Broker
+
+    refresh = Broker.refresh_completed
+    dropped: list[bool] = []
+
+    async def dropped_midway(broker: Broker) -> None:
+        if not dropped:
+            dropped.append(True)
+            sim.faults.set_silent(True)  # the request goes unanswered...
+            sim.faults.drop_all()  # ...and the gateway closes the socket
+        await refresh(broker)
+
+    monkeypatch.setattr(Broker, "refresh_completed", dropped_midway)
+    errors: list[str] = []
+    sink = logger.add(errors.append, level="ERROR", format="{message}")
+    try:
+        node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port)
+        await until(lambda: node.state == "BACKOFF" or node.done.is_set())
+        sim.faults.set_silent(False)
+        await drive(node.clock, lambda: node.state == "SERVING" or node.done.is_set())
+    finally:
+        logger.remove(sink)
+    assert not node.done.is_set(), "the daemon ended"
+    assert node.state == "SERVING"
+    assert not [e for e in errors if "work failed" in e], "the drop was taken for a bug"
+
+
+async def test_a_bug_in_a_states_work_backs_off_instead_of_ending_the_daemon(
+    node_factory: Any, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.daemon import Daemon
+
+    reconcile = Daemon._reconcile
+    failed: list[bool] = []
+
+    async def buggy(daemon: Daemon) -> str:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a bug")
+        return await reconcile(daemon)
+
+    monkeypatch.setattr(Daemon, "_reconcile", buggy)
+    node = await node_factory(GATEWAY_LAUNCHER="external", PAPER_GATEWAY_PORT=sim.port)
+    await until(lambda: node.state == "BACKOFF" or node.done.is_set())
+    assert not node.done.is_set(), "the daemon ended"
+    failure = node.daemon.state_document()["transitions"][0]
+    assert (failure["from"], failure["trigger"]) == ("CONNECTED", "work_failed")
+    assert "RuntimeError: a bug" in failure["reason"]
+    await drive(node.clock, lambda: node.state == "SERVING")
 
 
 async def test_second_daemon_on_the_same_state_dir_is_refused(

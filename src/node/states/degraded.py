@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import anyio
+from loguru import logger
 
+from node.broker import BrokerError
 from node.events import Event, Trigger
 from node.states.context import StateContext
 
@@ -25,7 +27,18 @@ async def run(ctx: StateContext, event: Event) -> None:
             )
 
         tg.start_soon(grace)
-        await ctx.broker.wait_healthy()
-        summary = ctx.broker.sync_summary()
-        ctx.post(Event(Trigger.RECOVERED, f"gateway answers again; {summary.describe()}", visit))
+        # IB delivers no execution while it is unreachable (1100), nor re-sends one after
+        # 1101/1102: what filled meanwhile is found only by reconciling, as after a reconnect.
+        while True:
+            await ctx.broker.wait_healthy()
+            try:
+                reconciled = await ctx.reconcile()
+            except BrokerError as exc:
+                # A retry could only repeat the request; the grace timer restarts the gateway.
+                logger.warning("the gateway answers again but the reconcile failed ({}); "
+                               "staying DEGRADED until the grace ends", exc)  # fmt: skip
+                break
+            if ctx.broker.healthy:  # else lost again while reconciling: wait once more
+                ctx.post(Event(Trigger.RECOVERED, f"gateway answers again; {reconciled}", visit))
+                break
         await anyio.sleep_forever()
