@@ -45,8 +45,9 @@ class GateContext:
     # No defaults: a forgotten fact must be a type error, never a silently open gate.
     kill_switch: bool
     state: str
-    # The broker's own view: the connection can drop a moment before the state machine has
-    # handled it, and in that moment the state still says SERVING but no account is known.
+    # The broker's own view (socket up, IB reachable, heartbeats answered): the connection can
+    # drop, or IB send 1100, a moment before the state machine has handled it, and in that
+    # moment the state still says SERVING.
     connected: bool
     next_retry_in: float | None
     orders_enabled: bool
@@ -116,8 +117,8 @@ def _serving(ctx: GateContext) -> Refuse | None:
         return Refuse(
             "not-ready",
             503,
-            "the gateway connection just dropped and the node is reconnecting; nothing was "
-            "sent, retrying is safe",
+            "the gateway (or IB behind it) just stopped answering and the node is recovering; "
+            "nothing was sent, retrying is safe",
             DEFAULT_NOT_READY_RETRY_S,
             gate="state",
         )

@@ -103,7 +103,9 @@ class Trading:
         return GateContext(
             kill_switch=self.operator.kill_switch,
             state=self._state(),
-            connected=self.broker.connected,
+            # Not only the socket: IB itself reachable (no 1100) and heartbeats answered, or
+            # an order could go out in the instant before the machine reaches DEGRADED.
+            connected=self.broker.healthy,
             next_retry_in=self._retry_after(),
             orders_enabled=s.ORDERS_ENABLED,
             armed=self.armed(),

@@ -200,6 +200,21 @@ async def test_rate_limit_is_429_with_retry_after(node_factory: Any, tmp_path: P
         assert int(limited.headers["retry-after"]) >= 1
 
 
+@pytest.mark.parametrize("lost", ["connectivity_lost", "heartbeat_lost"])
+async def test_no_order_in_the_instant_before_degraded(trading: Any, lost: str) -> None:
+    """IB's 1100 (or the last missed heartbeat) is heard a moment before the state machine
+    leaves SERVING: an order in that moment is refused, not sent to an IB that cannot act."""
+    setattr(trading.daemon.broker, lost, True)
+    async with client(trading) as http:
+        refused = await http.post("/v1/orders", json=market("i-1"))
+        assert (refused.status_code, refused.json()["type"]) == (503, "/problems/not-ready")
+        assert refused.headers["retry-after"]
+        assert (await http.get("/v1/state")).json()["gates"]["can_place_orders"] is False
+    assert trading.state == "SERVING"
+    assert await trading.daemon.store.get_order("i-1") is None  # nothing written, nothing sent
+    setattr(trading.daemon.broker, lost, False)
+
+
 async def test_not_serving_is_503_with_retry_after(node_factory: Any, tmp_path: Path) -> None:
     node = await node_factory(at="2026-11-22T12:00:00-05:00", ORDERS_ENABLED=True)  # Sunday
     await until(lambda: node.daemon.events_handled >= 1)
