@@ -1049,39 +1049,49 @@ class AuditStore:
         done, _ = await self._write(body, committed)
         return done
 
-    async def delete_order(self, client_order_id: str) -> bool:
+    async def delete_order(
+        self,
+        client_order_id: str,
+        announce: dict[str, Any] | None = None,
+        on_commit: Callable[[list[tuple[int, dict[str, Any]]]], None] | None = None,
+    ) -> bool:
         """Free the id of an intent refused before it was sent; False when there was none.
 
         The caller knows the order was never sent (its gate refused it after the intent was
         written, or the socket was gone). Only a pending_new order IB has reported nothing of
         can go: anything IB has seen stays on record. The journal keeps the intent and gets an
-        order_released row.
+        order_released row, then `announce` (a trade update) as an order_event row in the same
+        commit, given to `on_commit` as (seq, data): it precedes anything a retry of the same
+        client_order_id writes.
         """
 
-        def body(conn: sqlite3.Connection) -> bool:
+        def body(conn: sqlite3.Connection) -> list[tuple[int, dict[str, Any]]] | None:
             row = conn.execute(
                 "SELECT id, status, broker_status, perm_id FROM orders WHERE client_order_id = ?",
                 (client_order_id,),
             ).fetchone()
             if row is None:
-                return False
+                return None
             order_id, status, broker_status, perm_id = row
             if status != "pending_new" or broker_status is not None or perm_id is not None:
                 raise OrderNotDeletable(
                     f"order {client_order_id!r} is {status} at the broker; it cannot be deleted"
                 )
             conn.execute("DELETE FROM orders WHERE client_order_id = ?", (client_order_id,))
-            self._append(
-                conn,
-                KIND_ORDER_RELEASED,
-                canonical_json({"id": order_id}),
-                None,
-                client_order_id,
-                rfc3339(self._now()),
-            )
-            return True
+            at = rfc3339(self._now())
+            self._append(conn, KIND_ORDER_RELEASED, canonical_json({"id": order_id}), None,
+                         client_order_id, at)  # fmt: skip
+            if announce is None:
+                return []
+            seq = self._append(conn, KIND_ORDER_EVENT, canonical_json(announce), None,
+                               client_order_id, at)  # fmt: skip
+            return [(seq, announce)]
 
-        return await self._write(body)
+        def committed(events: list[tuple[int, dict[str, Any]]] | None) -> None:
+            if on_commit is not None and events:
+                on_commit(events)
+
+        return await self._write(body, committed) is not None
 
     async def client_order_ids(self) -> set[str]:
         """Every client_order_id the orders table holds."""

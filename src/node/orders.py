@@ -19,7 +19,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from node.api.schemas import OrderRequest
-from node.audit import KIND_FILL, AuditError, AuditStore, DuplicateOrder, OrderRecord, OrderUpdate
+from node.audit import (
+    KIND_FILL,
+    AuditError,
+    AuditStore,
+    DuplicateOrder,
+    OrderNotFound,
+    OrderRecord,
+    OrderUpdate,
+)
 from node.broker import (
     Broker,
     BrokerError,
@@ -76,6 +84,13 @@ class OrderProblem(Exception):
             "detail": self.detail,
             "request_id": request_id,
         }
+
+
+class NotInThisSession(OrderProblem):
+    """A cancel IB was not asked for because this gateway session holds no such order: one
+    being placed (or refused) right now, or one that ended while the node was away, which
+    reconcile settles. Unlike a gateway that is not connected, connecting again changes
+    nothing for it."""
 
 
 def cancel_results(
@@ -287,16 +302,18 @@ class OrderService:
         """The intent of an order refused after it was written, and never sent: its id is
         freed (DESIGN.md §5: a refused request consumes nothing), the refusal journaled."""
         cid = record.client_order_id
-        try:
-            await self.store.delete_order(cid)
-            if self._known_ids is not None:
-                self._known_ids.discard(cid)
-        except Exception as exc:  # the order stays pending_new; reconcile rejects it
-            logger.error("request {} {}: the unsent intent could not be released: {}",
-                         request_id, cid, exc)  # fmt: skip
-        self.publish({"event": "rejected", "order": replace(
-            record, status="rejected", status_reason=f"not sent: {refusal.detail}",
-            failed_at=self.clock.now()).to_api()})  # fmt: skip
+        rejected = replace(record, status="rejected", status_reason=f"not sent: {refusal.detail}",
+                           failed_at=self.clock.now())  # fmt: skip
+        # Shielded: a client that hangs up now must not leave an unsent intent holding its id.
+        with anyio.CancelScope(shield=True):
+            try:
+                announce = {"event": "rejected", "order": rejected.to_api()}
+                await self.store.delete_order(cid, announce, self._stream_committed)
+                if self._known_ids is not None:
+                    self._known_ids.discard(cid)
+            except Exception as exc:  # the order stays pending_new; reconcile rejects it
+                logger.error("request {} {}: the unsent intent could not be released: {}",
+                             request_id, cid, exc)  # fmt: skip
         await self._refuse(refusal, request, request_id)
 
     def _stream_committed(self, events: list[tuple[int, dict[str, Any]]]) -> None:
@@ -376,16 +393,17 @@ class OrderService:
                 "the gateway is not connected; cancel again when it is",
                 5.0,
             )
+        # Before asking: ib_async may report the order's end within cancelOrder itself. Taken
+        # back when nothing was asked, so IB's own end of a day order is not read as a cancel.
+        self._cancel_requested.add(record.client_order_id)
         if record.broker_order_id is None or not self.broker.cancel_order(record.broker_order_id):
-            raise OrderProblem(
+            self._cancel_requested.discard(record.client_order_id)
+            raise NotInThisSession(
                 "gateway-unavailable",
                 503,
                 "the gateway does not know this order yet; retry shortly",
                 5.0,
             )
-        # Only once IB was asked: a report then maps to pending_cancel, and a cancel that was
-        # never sent must not make IB's own end of a day order look like a cancel.
-        self._cancel_requested.add(record.client_order_id)
         try:
             # Who asked and the pending_cancel announcement, in the change's own commit.
             [updated] = await self.store.update_orders([OrderUpdate(
@@ -585,17 +603,23 @@ class OrderService:
         reports = {r.client_order_id: r for r in self.broker.order_reports()}
         matched = missing = 0
         for record in await self.store.open_orders():
-            report = reports.get(record.client_order_id)
+            cid = record.client_order_id
+            report = reports.get(cid)
             if report is not None:
                 # Through the queue, behind the reports already in it: one writer, in order.
                 self._reports.send_nowait(report)
                 matched += 1
+            elif cid in self._in_flight:
+                continue  # its POST is sending it, or releasing it unsent, right now
             elif record.broker_order_id is None or record.status == "pending_new":
-                await self.store.update_orders([OrderUpdate(record.client_order_id, {
-                    "status": "rejected", "status_reason": REJECT_REASON_NOT_AT_IB,
-                    "failed_at": self.clock.now()}, announce=sse_event_name)],
-                    self._stream_committed)  # fmt: skip
-                self.open_ids.discard(record.client_order_id)
+                try:
+                    await self.store.update_orders([OrderUpdate(cid, {
+                        "status": "rejected", "status_reason": REJECT_REASON_NOT_AT_IB,
+                        "failed_at": self.clock.now()}, announce=sse_event_name)],
+                        self._stream_committed)  # fmt: skip
+                except OrderNotFound:
+                    continue  # released since it was read: it was never sent
+                self.open_ids.discard(cid)
                 missing += 1
         await self.flush_reports()
         summary = f"{matched} orders reconciled by orderRef, {missing} never reached IB"

@@ -19,7 +19,7 @@ from node.broker import Broker, BrokerError
 from node.clock import Clock
 from node.config import Settings
 from node.latches import OperatorState
-from node.orders import OrderService, cancel_results
+from node.orders import NotInThisSession, OrderService, cancel_results
 from node.plugins.notifiers.base import KILL_SWITCH
 from node.queues import with_queued
 from node.safety import GateContext, blocked_by
@@ -173,7 +173,8 @@ class Trading:
                          request_id, exc)  # fmt: skip
             return [], True
         unsent = [record.client_order_id for record, problem in results
-                  if problem is not None and problem.slug == "gateway-unavailable"]  # fmt: skip
+                  if problem is not None and problem.slug == "gateway-unavailable"
+                  and not isinstance(problem, NotInThisSession)]  # fmt: skip
         if unsent:
             logger.error("request {}: the kill switch could not cancel {} yet; it stays pending "
                          "and is carried out when the gateway is next connected",

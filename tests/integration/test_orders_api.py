@@ -288,6 +288,34 @@ async def test_a_kill_whose_cancel_cannot_go_out_stays_pending(
     assert trading.daemon.operator.kill_switch is True
 
 
+async def test_a_kill_that_meets_an_order_being_placed_is_carried_out(
+    trading: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill lands while an order's intent commits: the order is stopped before it is
+    sent, and the kill's sweep, which saw the unsent intent, is not left pending for it."""
+    store = trading.daemon.trading.store
+    real_insert = store.insert_order
+    kills: list[dict[str, Any]] = []
+
+    async def insert_then_kill(*args: Any) -> Any:
+        result = await real_insert(*args)
+        kills.append(await trading.daemon.trading.kill("node", "req-kill"))
+        return result
+
+    monkeypatch.setattr(store, "insert_order", insert_then_kill)
+    async with client(trading) as http:
+        refused = await http.post("/v1/orders", json=market("kr-1"))
+        assert (refused.status_code, refused.json()["type"]) == (
+            403,
+            "/problems/kill-switch-engaged",
+        )
+        assert (await http.get("/v1/orders/by-client-id/kr-1")).status_code == 404
+    [kill] = kills
+    assert kill["pending"] is False
+    assert trading.daemon.operator.kill_pending is None
+    assert trading.daemon.operator.kill_switch is True
+
+
 async def test_kill_without_a_gateway_is_pending_until_connected(
     node_factory: Any, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ A real AuditStore; the broker is a stand-in that hands reports over as ib_async 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -322,13 +323,15 @@ async def test_the_pending_new_event_is_committed_with_the_intent(
     assert (refused.value.status, refused.value.slug) == (503, "gateway-unavailable")
     assert refused.value.retry_after
     journal = await running.store.journal_since(0)
-    [event_row] = [e for e in journal if e.kind == "order_event"]
+    [event_row, rejected_row] = [e for e in journal if e.kind == "order_event"]
     intent_row = next(e for e in journal if e.kind == "order_intent")
     assert event_row.seq == intent_row.seq + 1
     assert event_row.data["order"]["status"] == "pending_new"
-    assert streamed == [(event_row.seq, "pending_new")]
-    assert published == ["rejected"]
-    assert [e.kind for e in journal][-2:] == ["order_released", "gate_refusal"]
+    # The rejection is announced in the release's own commit: before anything a retry writes.
+    assert [e.kind for e in journal][-3:] == ["order_released", "order_event", "gate_refusal"]
+    assert rejected_row.data["order"]["status"] == "rejected"
+    assert streamed == [(event_row.seq, "pending_new"), (rejected_row.seq, "rejected")]
+    assert published == []
     assert await running.store.get_order("e-1") is None  # a refused request consumes nothing
 
 
@@ -427,7 +430,7 @@ async def test_a_gate_that_closes_while_the_intent_commits_stops_the_order(
     assert await running.store.get_order("k-1") is None
     assert "k-1" not in running.service.open_ids
     kinds = [e.kind for e in await running.store.journal_since(0)]
-    assert kinds[-3:] == ["order_event", "order_released", "gate_refusal"]
+    assert kinds[-4:] == ["order_event", "order_released", "order_event", "gate_refusal"]
 
 
 async def test_a_kill_during_the_contract_lookup_stops_the_order(
@@ -576,3 +579,60 @@ async def test_a_status_change_and_its_trade_update_are_one_commit(
     ]
     assert streamed[-1] == (rows[-1].seq, "pending_cancel")
     assert published == []
+
+
+async def test_reconcile_leaves_an_order_its_post_is_placing_to_the_post(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reconcile reads an intent whose POST is still deciding (send it, or release it unsent):
+    it must not mark it 'never reached IB', nor fail when the POST released it meanwhile."""
+    await intent(running.store, "f-1", broker_id=7)
+    running.service._in_flight.add("f-1")
+    assert (
+        "0 orders reconciled by orderRef, 0 never reached IB" in await running.service.reconcile()
+    )
+    placing = await running.store.get_order("f-1")
+    assert placing is not None
+    assert placing.status == "pending_new"
+    running.service._in_flight.discard("f-1")
+
+    gone = replace(placing, client_order_id="f-2")  # read by reconcile, released before its update
+    real_open_orders = running.store.open_orders
+
+    async def with_a_released_one() -> list[OrderRecord]:
+        return [*await real_open_orders(), gone]
+
+    monkeypatch.setattr(running.store, "open_orders", with_a_released_one)
+    assert "1 never reached IB" in await running.service.reconcile()  # f-1 now; f-2 skipped
+    rejected = await running.store.get_order("f-1")
+    assert rejected is not None
+    assert rejected.status == "rejected"
+
+
+async def test_a_post_answered_within_its_cancel_is_answered_as_canceled(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ib_async can report the order's end inside cancelOrder itself: the waiting POST reads
+    it as the cancel it is, not as IB ending a day order."""
+    running.service.gate_context = lambda: OPEN_GATE
+    answered: list[str] = []
+
+    async def post() -> None:
+        placed = await running.service.place(limit_order("cc-1"), "req-cc")
+        answered.append(placed.record.status)
+
+    def cancel_order(broker_order_id: int) -> bool:
+        running.broker.on_order_report(report("cc-1", "Cancelled", 0, broker_id=broker_order_id))
+        return True
+
+    monkeypatch.setattr(running.broker, "cancel_order", cancel_order)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(post)
+        with anyio.fail_after(WAIT):
+            while not running.broker.sent:
+                await anyio.lowlevel.checkpoint()
+        record = await running.store.get_order("cc-1")
+        assert record is not None
+        with contextlib.suppress(OrderProblem):  # the row may already be canceled: a 409
+            await running.service.cancel(record, "req-cancel")
+    assert answered == ["canceled"]
