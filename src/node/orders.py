@@ -158,6 +158,7 @@ class OrderService:
         # An order event committed with the intent, as (seq, data): to the SSE stream.
         self._stream_order_event = stream_order_event
         self._in_flight: set[str] = set()
+        self._unsent: set[str] = set()  # intents written whose POST has not sent them yet
         # The node's open orders, for MAX_OPEN_ORDERS without a database read per order;
         # loaded by run() and kept by insert and apply.
         self.open_ids: set[str] = set()
@@ -230,44 +231,33 @@ class OrderService:
             account_id=ctx.account or "", trading_mode=self.trading_mode, at=now,
             broker_order_id=broker_id,
         )  # fmt: skip
+        # Written and not yet sent (this POST sends it or releases it): reconcile leaves it be.
+        self._unsent.add(cid)
         try:
-            # The intent, before anything is sent, and the pending_new event in the same
-            # commit: no second commit (and fsync) while IB works on the order.
-            await self.store.insert_order(record, ["pending_new"], self._stream_committed)
-            if self._known_ids is not None:
-                self._known_ids.add(cid)
-        except DuplicateOrder:
-            if self._known_ids is not None:
-                self._known_ids.add(cid)  # stored after all: the next try replays or refuses
-            raise OrderProblem(
-                "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
-            ) from None
-        except Exception as exc:  # any doubt about the audit trail refuses the order
-            logger.error("request {} {}: audit store unavailable: {}", request_id, cid, exc)
-            raise OrderProblem("audit-unavailable", 503,
-                               "the audit trail could not record the order; nothing was sent",
-                               5.0) from None  # fmt: skip
-        # The gate again, on the facts as they are now: a kill switch, a removed arm file or a
-        # lost gateway during the lookups or the commit stops the order here, and a request
-        # that ran alongside has been counted (open orders, the minute's orders), so no two
-        # share a limit's last slot. Nothing awaits from this decision to the send.
-        decision = decide(self.gate_context(), intent)
-        spec = OrderSpec(
-            client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
-            qty=request.qty, type=request.type, limit_price=request.limit_price,
-            stop_price=request.stop_price, time_in_force=request.time_in_force,
-            extended_hours=request.extended_hours, account=ctx.account or "",
-        )  # fmt: skip
-        if isinstance(decision, Refuse):
-            await self._release(record, decision, request, request_id)
-        waiter = self._acks[cid] = _Waiter(committed=record)
-        try:
-            self.broker.place_order(spec, broker_id)
-        except BrokerError as exc:  # the socket was gone, so IB cannot have it
-            self._acks.pop(cid, None)
-            await self._release(record, Refuse("gateway-unavailable", 503,
-                                               f"{exc}; nothing was sent", 5.0,
-                                               gate="connected"), request, request_id)  # fmt: skip
+            await self._write_intent(record, request_id)
+            # The gate again, on the facts as they are now: a kill switch, a removed arm file
+            # or a lost gateway during the lookups or the commit stops the order here, and a
+            # request that ran alongside has been counted (open orders, the minute's orders),
+            # so no two share a limit's last slot. Nothing awaits from here to the send.
+            decision = decide(self.gate_context(), intent)
+            spec = OrderSpec(
+                client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
+                qty=request.qty, type=request.type, limit_price=request.limit_price,
+                stop_price=request.stop_price, time_in_force=request.time_in_force,
+                extended_hours=request.extended_hours, account=ctx.account or "",
+            )  # fmt: skip
+            if isinstance(decision, Refuse):
+                await self._release(record, decision, request, request_id)
+            waiter = self._acks[cid] = _Waiter(committed=record)
+            try:
+                self.broker.place_order(spec, broker_id)
+            except BrokerError as exc:  # the socket was gone, so IB cannot have it
+                self._acks.pop(cid, None)
+                gone = Refuse("gateway-unavailable", 503, f"{exc}; nothing was sent", 5.0,
+                              gate="connected")  # fmt: skip
+                await self._release(record, gone, request, request_id)
+        finally:
+            self._unsent.discard(cid)
         self.open_ids.add(cid)
         self._accepted.record(anyio.current_time())
         self._count("outcome", "sent")
@@ -284,6 +274,26 @@ class OrderService:
         current = await self.store.get_order(cid)
         assert current is not None
         return Placed(current, replayed=False)
+
+    async def _write_intent(self, record: OrderRecord, request_id: str) -> None:
+        """The intent, before anything is sent, and its pending_new event in the same commit
+        (no second commit, and fsync, while IB works on the order)."""
+        cid = record.client_order_id
+        try:
+            await self.store.insert_order(record, ["pending_new"], self._stream_committed)
+        except DuplicateOrder:
+            if self._known_ids is not None:
+                self._known_ids.add(cid)  # stored after all: the next try replays or refuses
+            raise OrderProblem(
+                "request-in-progress", 409, f"client_order_id {cid} is being placed; retry shortly"
+            ) from None
+        except Exception as exc:  # any doubt about the audit trail refuses the order
+            logger.error("request {} {}: audit store unavailable: {}", request_id, cid, exc)
+            raise OrderProblem("audit-unavailable", 503,
+                               "the audit trail could not record the order; nothing was sent",
+                               5.0) from None  # fmt: skip
+        if self._known_ids is not None:
+            self._known_ids.add(cid)
 
     async def _refuse_if_gated(self, decision: Decision, request: OrderRequest,
                                request_id: str) -> None:  # fmt: skip
@@ -609,7 +619,7 @@ class OrderService:
                 # Through the queue, behind the reports already in it: one writer, in order.
                 self._reports.send_nowait(report)
                 matched += 1
-            elif cid in self._in_flight:
+            elif cid in self._unsent:
                 continue  # its POST is sending it, or releasing it unsent, right now
             elif record.broker_order_id is None or record.status == "pending_new":
                 try:

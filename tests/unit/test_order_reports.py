@@ -587,14 +587,18 @@ async def test_reconcile_leaves_an_order_its_post_is_placing_to_the_post(
     """Reconcile reads an intent whose POST is still deciding (send it, or release it unsent):
     it must not mark it 'never reached IB', nor fail when the POST released it meanwhile."""
     await intent(running.store, "f-1", broker_id=7)
-    running.service._in_flight.add("f-1")
-    assert (
-        "0 orders reconciled by orderRef, 0 never reached IB" in await running.service.reconcile()
-    )
+    await intent(running.store, "f-3", broker_id=9)
+    running.service._unsent.add("f-1")  # its POST is between the intent and the send
+    running.service._in_flight.add("f-3")  # sent before the gateway went; its POST still waits
+    summary = await running.service.reconcile()
+    assert "0 orders reconciled by orderRef, 1 never reached IB" in summary
     placing = await running.store.get_order("f-1")
     assert placing is not None
     assert placing.status == "pending_new"
-    running.service._in_flight.discard("f-1")
+    lost = await running.store.get_order("f-3")  # sent, but IB does not have it: not left open
+    assert lost is not None
+    assert lost.status == "rejected"
+    running.service._unsent.discard("f-1")
 
     gone = replace(placing, client_order_id="f-2")  # read by reconcile, released before its update
     real_open_orders = running.store.open_orders
