@@ -475,8 +475,7 @@ class OrderRecord:
 
     def to_api(self) -> dict[str, Any]:
         """The API's order object (api-conventions §4.2): internal columns left out."""
-        values = self.to_json()
-        return {name: values[name] for name in API_ORDER_FIELDS}
+        return _api_view(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready values: decimals as strings, times as RFC 3339 UTC, plus remaining_qty."""
@@ -537,6 +536,11 @@ _TIME_FIELDS = frozenset(
 _BOOL_FIELDS = frozenset({"extended_hours", "reconcile_pending"})
 # The identity of an order and the request it came from never change after insert.
 _IMMUTABLE_FIELDS = frozenset({"client_order_id", "id", "request_hash", "created_at"})
+
+
+def _api_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The API's order object from an order's JSON form (internal columns left out)."""
+    return {name: data[name] for name in API_ORDER_FIELDS}
 
 
 def _order_json(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -934,8 +938,7 @@ class AuditStore:
         data_text = canonical_json(data)
         at_text = data["created_at"]
         announced: list[dict[str, Any]] = [
-            {"event": name, "order": {field: data[field] for field in API_ORDER_FIELDS}}
-            for name in events
+            {"event": name, "order": _api_view(data)} for name in events
         ]
         extra = [canonical_json(event) for event in announced]
 

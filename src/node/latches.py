@@ -89,10 +89,11 @@ class OperatorState:
     def kill_pending(self) -> str | None:
         return self.decisions.kill_pending
 
-    def engage_kill(self, pending_scope: str | None) -> None:
+    def engage_kill(self, scope: str) -> None:
+        """Latch, with its cancel pending (an account-wide one is never narrowed)."""
         self.decisions.kill_switch = True
-        if pending_scope is not None and self.decisions.kill_pending != "account":
-            self.decisions.kill_pending = pending_scope
+        if self.decisions.kill_pending != "account":
+            self.decisions.kill_pending = scope
         self._save()
 
     def kill_carried_out(self) -> None:

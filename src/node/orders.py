@@ -48,7 +48,6 @@ from node.plugins.notifiers.base import ORDER_REJECTED
 from node.queues import with_queued
 from node.ratelimit import SlidingWindowCounter
 from node.safety import (
-    Decision,
     GateContext,
     OrderIntent,
     Refuse,
@@ -86,11 +85,11 @@ class OrderProblem(Exception):
         }
 
 
-class NotInThisSession(OrderProblem):
-    """A cancel IB was not asked for because this gateway session holds no such order: one
-    being placed (or refused) right now, or one that ended while the node was away, which
-    reconcile settles. Unlike a gateway that is not connected, connecting again changes
-    nothing for it."""
+class GatewayNotConnected(OrderProblem):
+    """A cancel that could not be sent because the gateway is not connected: the kill switch
+    carries it out on the next CONNECTED. (An order this session does not hold, being placed
+    right now or ended while the node was away, is a plain OrderProblem: connecting again
+    changes nothing for it, and reconcile settles it.)"""
 
 
 def cancel_results(
@@ -138,7 +137,6 @@ class OrderService:
         broker: Broker,
         clock: Clock,
         gate_context: Callable[[], GateContext],
-        publish: Callable[[dict[str, Any]], None],
         *,
         ack_timeout: float,
         trading_mode: str,
@@ -150,17 +148,16 @@ class OrderService:
         self.broker = broker
         self.clock = clock
         self.gate_context = gate_context
-        self.publish = publish
         self.ack_timeout = ack_timeout
         self.trading_mode = trading_mode
         self._count = count  # ("outcome" | "gate", label) for the metrics
         self._alert = alert  # (notice kind, message): the notifiers
-        # An order event committed with the intent, as (seq, data): to the SSE stream.
+        # Every order event, as (seq, data), from the commit that journals it: the SSE stream.
         self._stream_order_event = stream_order_event
         self._in_flight: set[str] = set()
         self._unsent: set[str] = set()  # intents written whose POST has not sent them yet
         # The node's open orders, for MAX_OPEN_ORDERS without a database read per order;
-        # loaded by run() and kept by insert and apply.
+        # loaded by run() and kept by the send and apply.
         self.open_ids: set[str] = set()
         self._acks: dict[str, _Waiter] = {}
         # Every client_order_id the store holds, once run() has loaded them: a new id needs
@@ -211,10 +208,12 @@ class OrderService:
         # Refused before anything is asked of IB or written.
         closed = closed_to_every_order(ctx)
         if closed is not None:
-            await self._refuse(closed, request, request_id)
+            await self._refuse(closed, request, request_id, ctx.state)
         reference = await self._reference_price(request, ctx)
         intent = intent_of(request, reference)
-        await self._refuse_if_gated(decide(ctx, intent), request, request_id)
+        early = decide(ctx, intent)
+        if isinstance(early, Refuse):
+            await self._refuse(early, request, request_id, ctx.state)
         try:
             con_id = await self.broker.con_id(request.symbol)
         except BrokerError as exc:
@@ -231,6 +230,12 @@ class OrderService:
             account_id=ctx.account or "", trading_mode=self.trading_mode, at=now,
             broker_order_id=broker_id,
         )  # fmt: skip
+        spec = OrderSpec(
+            client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
+            qty=request.qty, type=request.type, limit_price=request.limit_price,
+            stop_price=request.stop_price, time_in_force=request.time_in_force,
+            extended_hours=request.extended_hours, account=ctx.account or "",
+        )  # fmt: skip
         # Written and not yet sent (this POST sends it or releases it): reconcile leaves it be.
         self._unsent.add(cid)
         try:
@@ -239,15 +244,10 @@ class OrderService:
             # or a lost gateway during the lookups or the commit stops the order here, and a
             # request that ran alongside has been counted (open orders, the minute's orders),
             # so no two share a limit's last slot. Nothing awaits from here to the send.
-            decision = decide(self.gate_context(), intent)
-            spec = OrderSpec(
-                client_order_id=cid, symbol=request.symbol, con_id=con_id, side=request.side,
-                qty=request.qty, type=request.type, limit_price=request.limit_price,
-                stop_price=request.stop_price, time_in_force=request.time_in_force,
-                extended_hours=request.extended_hours, account=ctx.account or "",
-            )  # fmt: skip
+            now_ctx = self.gate_context()
+            decision = decide(now_ctx, intent)
             if isinstance(decision, Refuse):
-                await self._release(record, decision, request, request_id)
+                await self._release(record, decision, request, request_id, now_ctx.state)
             waiter = self._acks[cid] = _Waiter(committed=record)
             try:
                 self.broker.place_order(spec, broker_id)
@@ -255,7 +255,7 @@ class OrderService:
                 self._acks.pop(cid, None)
                 gone = Refuse("gateway-unavailable", 503, f"{exc}; nothing was sent", 5.0,
                               gate="connected")  # fmt: skip
-                await self._release(record, gone, request, request_id)
+                await self._release(record, gone, request, request_id, now_ctx.state)
         finally:
             self._unsent.discard(cid)
         self.open_ids.add(cid)
@@ -295,20 +295,18 @@ class OrderService:
         if self._known_ids is not None:
             self._known_ids.add(cid)
 
-    async def _refuse_if_gated(self, decision: Decision, request: OrderRequest,
-                               request_id: str) -> None:  # fmt: skip
-        if isinstance(decision, Refuse):
-            await self._refuse(decision, request, request_id)
-
-    async def _refuse(self, refusal: Refuse, request: OrderRequest, request_id: str) -> NoReturn:
+    async def _refuse(self, refusal: Refuse, request: OrderRequest, request_id: str,
+                      state: str) -> NoReturn:  # fmt: skip
+        """The gate's refusal as the request's problem, counted and journaled; `state` is the
+        lifecycle state the deciding context saw."""
         self._count("gate", refusal.gate)
         self._count("outcome", "refused")
         await self._journal_refusal(refusal, request, request_id)
         raise OrderProblem(refusal.slug, refusal.status, refusal.detail, refusal.retry_after,
-                           state=self.gate_context().state)  # fmt: skip
+                           state=state)  # fmt: skip
 
     async def _release(self, record: OrderRecord, refusal: Refuse, request: OrderRequest,
-                       request_id: str) -> NoReturn:  # fmt: skip
+                       request_id: str, state: str) -> NoReturn:  # fmt: skip
         """The intent of an order refused after it was written, and never sent: its id is
         freed (DESIGN.md §5: a refused request consumes nothing), the refusal journaled."""
         cid = record.client_order_id
@@ -324,7 +322,7 @@ class OrderService:
             except Exception as exc:  # the order stays pending_new; reconcile rejects it
                 logger.error("request {} {}: the unsent intent could not be released: {}",
                              request_id, cid, exc)  # fmt: skip
-        await self._refuse(refusal, request, request_id)
+        await self._refuse(refusal, request, request_id, state)
 
     def _stream_committed(self, events: list[tuple[int, dict[str, Any]]]) -> None:
         for seq, data in events:
@@ -397,7 +395,7 @@ class OrderService:
                 "order-not-cancelable", 409, f"order {record.id} is already {record.status}"
             )
         if not self.broker.connected:
-            raise OrderProblem(
+            raise GatewayNotConnected(
                 "gateway-unavailable",
                 503,
                 "the gateway is not connected; cancel again when it is",
@@ -408,7 +406,7 @@ class OrderService:
         self._cancel_requested.add(record.client_order_id)
         if record.broker_order_id is None or not self.broker.cancel_order(record.broker_order_id):
             self._cancel_requested.discard(record.client_order_id)
-            raise NotInThisSession(
+            raise OrderProblem(
                 "gateway-unavailable",
                 503,
                 "the gateway does not know this order yet; retry shortly",

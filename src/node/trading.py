@@ -19,7 +19,7 @@ from node.broker import Broker, BrokerError
 from node.clock import Clock
 from node.config import Settings
 from node.latches import OperatorState
-from node.orders import NotInThisSession, OrderService, cancel_results
+from node.orders import GatewayNotConnected, OrderService, cancel_results
 from node.plugins.notifiers.base import KILL_SWITCH
 from node.queues import with_queued
 from node.safety import GateContext, blocked_by
@@ -64,7 +64,7 @@ class Trading:
             "ib_error", {"code": code, "message": message, "id": req_id}
         )
         self.orders = OrderService(
-            store, broker, clock, self.gate_context, self.publish_order_event,
+            store, broker, clock, self.gate_context,
             ack_timeout=settings.ORDER_ACK_TIMEOUT, trading_mode=settings.TRADING_MODE,
             count=self._count, alert=alert, stream_order_event=self.stream_order_event,
         )  # fmt: skip
@@ -173,8 +173,7 @@ class Trading:
                          request_id, exc)  # fmt: skip
             return [], True
         unsent = [record.client_order_id for record, problem in results
-                  if problem is not None and problem.slug == "gateway-unavailable"
-                  and not isinstance(problem, NotInThisSession)]  # fmt: skip
+                  if isinstance(problem, GatewayNotConnected)]  # fmt: skip
         if unsent:
             logger.error("request {}: the kill switch could not cancel {} yet; it stays pending "
                          "and is carried out when the gateway is next connected",
@@ -214,11 +213,6 @@ class Trading:
         """From synchronous code (the machine's callbacks): written in order by run()."""
         self._journal_in.send_nowait((kind, data, request_id))
 
-    def publish_order_event(self, data: dict[str, Any]) -> None:
-        """Journaled and streamed in order by the journal writer; the order path does not
-        wait for it (the order's own row is already committed)."""
-        self.journal_later(KIND_ORDER_EVENT, data)
-
     def stream_order_event(self, seq: int, data: dict[str, Any]) -> None:
         """An order event already journaled (as seq), given from the store's `on_commit`:
         streamed in journal order like the writer's own."""
@@ -235,7 +229,7 @@ class Trading:
                         item.set()
                         continue
                     kind, data, request_id = item
-                    rows.append(JournalRow(kind, data, request_id, _client_order_id(kind, data)))
+                    rows.append(JournalRow(kind, data, request_id))
                 await self._write_rows(rows)
 
     async def _write_rows(self, rows: list[JournalRow]) -> None:
@@ -297,9 +291,3 @@ class Trading:
 
 
 _Row = tuple[str, dict[str, Any], str | None]  # kind, data, request_id
-
-
-def _client_order_id(kind: str, data: dict[str, Any]) -> str | None:
-    order = data.get("order") if kind == KIND_ORDER_EVENT else None
-    cid = order.get("client_order_id") if isinstance(order, dict) else None
-    return cid if isinstance(cid, str) else None

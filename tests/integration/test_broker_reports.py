@@ -32,6 +32,11 @@ from support import WAIT, until
 pytestmark = pytest.mark.anyio
 
 
+def new_broker() -> Broker:
+    return Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
+                  heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
+
+
 @asynccontextmanager
 async def market_order(
     sim: Any, cid: str, qty: int,
@@ -39,8 +44,7 @@ async def market_order(
 ) -> AsyncIterator[list[OrderReport]]:  # fmt: skip
     """A broker connected to the simulator that has sent a buy market order of `qty` AAPL;
     yields the reports it hands over, as they come (``also`` runs after each)."""
-    broker = Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
-                    heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
+    broker = new_broker()
     reports: list[OrderReport] = []
 
     def hand_over(report: OrderReport) -> None:
@@ -140,8 +144,7 @@ async def test_a_task_woken_by_the_first_report_runs_before_the_rest_of_the_burs
 def test_ib_async_order_objects_get_brief_reprs() -> None:
     """ib_async formats these for INFO lines the node never shows (about 100 µs for a
     Trade); once a Broker exists they are cheap and still say which order they are."""
-    Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
-           heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
+    new_broker()
     contract = Stock("AAPL", "SMART", "USD")
     order = MarketOrder("BUY", 3, orderRef="r-1", orderId=7, permId=9001)
     trade = Trade(contract, order, OrderStatus(orderId=7, status="Submitted", filled=0.0))
@@ -185,9 +188,7 @@ def gtc_trade(status: OrderStatus, todays_fills: list[float], filled_quantity: f
 
 
 def report_of(trade: Trade) -> OrderReport:
-    broker = Broker(RealClock(), lambda event: None, client_id=5, heartbeat_interval=60,
-                    heartbeat_timeout=10, heartbeat_misses=3)  # fmt: skip
-    report = broker._report(trade)
+    report = new_broker()._report(trade)
     assert report is not None
     return report
 

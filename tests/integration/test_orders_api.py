@@ -212,7 +212,6 @@ async def test_no_order_in_the_instant_before_degraded(trading: Any, lost: str) 
         assert (await http.get("/v1/state")).json()["gates"]["can_place_orders"] is False
     assert trading.state == "SERVING"
     assert await trading.daemon.store.get_order("i-1") is None  # nothing written, nothing sent
-    setattr(trading.daemon.broker, lost, False)
 
 
 async def test_not_serving_is_503_with_retry_after(node_factory: Any, tmp_path: Path) -> None:

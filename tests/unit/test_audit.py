@@ -838,7 +838,7 @@ async def test_export_orders(store: AuditStore, db_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
 async def test_export_writes_to_a_windows_console_encoding(
-    store: AuditStore, db_path: Path, fmt: Any
+    store: AuditStore, db_path: Path, fmt: str
 ) -> None:
     """Anyone on the LAN can put any character in the journal (a refused request's path);
     the export to a cp1252 file, as Windows makes one, must not stop half way."""

@@ -1,4 +1,4 @@
-"""The order engine and account, without sockets: matching, fills, money, persistence."""
+"""The order engine and account, without sockets: matching, fills, money."""
 
 from __future__ import annotations
 

@@ -82,8 +82,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     def no_gate() -> GateContext:
         raise AssertionError("no order is placed here")
 
-    service = OrderService(store, broker, clock, no_gate, lambda event: None,  # type: ignore[arg-type]
-                           ack_timeout=5, trading_mode="paper")  # fmt: skip
+    service = OrderService(store, broker, clock, no_gate, ack_timeout=5, trading_mode="paper")
     async with anyio.create_task_group() as tg:
         tg.start_soon(service.run)
         await service.flush_reports()  # run() is up and has loaded its sets
@@ -92,9 +91,29 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     await store.close()
 
 
+def market_order(cid: str, qty: int = 100) -> OrderRequest:
+    return OrderRequest(client_order_id=cid, symbol="AAPL", side="buy", type="market",
+                        qty=Decimal(qty))  # fmt: skip
+
+
+async def until_sent(running: Running) -> None:
+    """Until the stand-in broker was asked to send an order. Checkpoints, not sleeps: the
+    tasks keep the order they run in under the daemon."""
+    with anyio.fail_after(WAIT):
+        while not running.broker.sent:
+            await anyio.lowlevel.checkpoint()
+
+
+def captured_events(running: Running, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """The order events the service streams, as (seq, event name)."""
+    streamed: list[tuple[int, str]] = []
+    monkeypatch.setattr(running.service, "_stream_order_event",
+                        lambda seq, data: streamed.append((seq, data["event"])))  # fmt: skip
+    return streamed
+
+
 async def intent(store: AuditStore, cid: str, broker_id: int) -> None:
-    request = OrderRequest(client_order_id=cid, symbol="AAPL", side="buy", type="market",
-                           qty=Decimal(100))  # fmt: skip
+    request = market_order(cid)
     record = OrderRecord.new(request, request_hash=request_hash(request), trading_mode="paper",
                              con_id=265598, at=T0)  # fmt: skip
     await store.insert_order(replace(record, broker_order_id=broker_id))
@@ -181,14 +200,11 @@ async def test_a_cancel_that_meets_a_fill_does_not_reopen_the_order(running: Run
 
 async def test_a_post_cancelled_while_waiting_leaves_no_waiter(running: Running) -> None:
     running.service.gate_context = lambda: OPEN_GATE
-    request = OrderRequest(client_order_id="w-1", symbol="AAPL", side="buy", type="market",
-                           qty=Decimal(100))  # fmt: skip
+    request = market_order("w-1")
     with anyio.CancelScope() as scope:  # the client went away while IB was silent
         async with anyio.create_task_group() as tg:
             tg.start_soon(running.service.place, request, "req-w")
-            with anyio.fail_after(WAIT):
-                while not running.broker.sent:
-                    await anyio.lowlevel.checkpoint()
+            await until_sent(running)
             scope.cancel()
     assert "w-1" not in running.service._acks
     running.broker.on_order_report(report("w-1", "Filled", 100, broker_id=40))
@@ -214,8 +230,7 @@ async def post_and_deliver(
         return await real(updates, on_commit)
 
     monkeypatch.setattr(running.store, "update_orders", recording)
-    request = OrderRequest(client_order_id=cid, symbol="AAPL", side="buy", type="market",
-                           qty=Decimal(100))  # fmt: skip
+    request = market_order(cid)
 
     async def post() -> None:
         placed = await running.service.place(request, f"req-{cid}")
@@ -223,9 +238,7 @@ async def post_and_deliver(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(post)
-        with anyio.fail_after(WAIT):
-            while not running.broker.sent:
-                await anyio.lowlevel.checkpoint()
+        await until_sent(running)
         deliver()
     await running.service.flush_reports()
 
@@ -305,19 +318,14 @@ async def test_the_pending_new_event_is_committed_with_the_intent(
 ) -> None:
     """Streamed from the intent's own commit (no second commit while IB works); an order the
     broker could not send is then announced as rejected, and its id is free again."""
-    streamed: list[tuple[int, str]] = []
-    published: list[str] = []
+    streamed = captured_events(running, monkeypatch)
     running.service.gate_context = lambda: OPEN_GATE
-    monkeypatch.setattr(running.service, "_stream_order_event",
-                        lambda seq, data: streamed.append((seq, data["event"])))  # fmt: skip
-    monkeypatch.setattr(running.service, "publish", lambda data: published.append(data["event"]))
 
     def socket_gone(spec: Any, order_id: int) -> None:
         raise BrokerError("not connected to the gateway")
 
     monkeypatch.setattr(running.broker, "place_order", socket_gone)
-    request = OrderRequest(client_order_id="e-1", symbol="AAPL", side="buy", type="market",
-                           qty=Decimal(100))  # fmt: skip
+    request = market_order("e-1")
     with pytest.raises(OrderProblem) as refused:
         await running.service.place(request, "req-e")
     assert (refused.value.status, refused.value.slug) == (503, "gateway-unavailable")
@@ -331,7 +339,6 @@ async def test_the_pending_new_event_is_committed_with_the_intent(
     assert [e.kind for e in journal][-3:] == ["order_released", "order_event", "gate_refusal"]
     assert rejected_row.data["order"]["status"] == "rejected"
     assert streamed == [(event_row.seq, "pending_new"), (rejected_row.seq, "rejected")]
-    assert published == []
     assert await running.store.get_order("e-1") is None  # a refused request consumes nothing
 
 
@@ -473,7 +480,7 @@ async def test_a_cancel_that_was_never_sent_leaves_no_trace(
 # ---------------------------------------------------------------- MAX_ORDER_NOTIONAL's price
 
 
-def quoting(running: Running, monkeypatch: pytest.MonkeyPatch, bid: str,
+def quoting(running: Running, monkeypatch: pytest.MonkeyPatch, bid: str = "200",
             fails: BaseException | None = None) -> list[str]:  # fmt: skip
     """The market at `bid` (ask a cent above), or a quote that fails; the symbols asked."""
     asked: list[str] = []
@@ -510,11 +517,9 @@ async def test_a_quote_ib_cannot_give_is_a_503_to_retry(
     running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     live_gate(running, max_order_notional=Decimal(10_000))
-    quoting(running, monkeypatch, bid="200", fails=BrokerError("quotes: no answer in 11 s"))
+    quoting(running, monkeypatch, fails=BrokerError("quotes: no answer in 11 s"))
     with pytest.raises(OrderProblem) as refused:
-        await running.service.place(OrderRequest(
-            client_order_id="q-1", symbol="AAPL", side="buy", type="market",
-            qty=Decimal(1)), "req-q")  # fmt: skip
+        await running.service.place(market_order("q-1", qty=1), "req-q")
     assert (refused.value.status, refused.value.slug) == (503, "gateway-unavailable")
     assert refused.value.retry_after
 
@@ -524,11 +529,9 @@ async def test_no_quote_is_asked_for_an_order_every_order_is_refused(
 ) -> None:
     flags = live_gate(running, max_order_notional=Decimal(10_000))
     flags["kill_switch"] = True
-    asked = quoting(running, monkeypatch, bid="200", fails=BrokerError("not connected"))
+    asked = quoting(running, monkeypatch, fails=BrokerError("not connected"))
     with pytest.raises(OrderProblem) as refused:
-        await running.service.place(OrderRequest(
-            client_order_id="q-2", symbol="AAPL", side="buy", type="market",
-            qty=Decimal(1)), "req-q")  # fmt: skip
+        await running.service.place(market_order("q-2", qty=1), "req-q")
     assert refused.value.slug == "kill-switch-engaged"
     assert asked == []
 
@@ -548,11 +551,7 @@ async def test_a_status_change_and_its_trade_update_are_one_commit(
 ) -> None:
     """A crash after the change cannot lose its announcement: the order_event row is in the
     change's own commit and streamed from it, not queued for a later one."""
-    streamed: list[tuple[int, str]] = []
-    published: list[str] = []
-    monkeypatch.setattr(running.service, "_stream_order_event",
-                        lambda seq, data: streamed.append((seq, data["event"])))  # fmt: skip
-    monkeypatch.setattr(running.service, "publish", lambda data: published.append(data["event"]))
+    streamed = captured_events(running, monkeypatch)
     await intent(running.store, "u-1", broker_id=7)
     before = await running.store.last_seq()
     running.broker.on_order_report(report("u-1", "Filled", 100))
@@ -562,7 +561,6 @@ async def test_a_status_change_and_its_trade_update_are_one_commit(
     assert rows[-1].data["event"] == "fill"
     assert rows[-1].data["order"]["status"] == "filled"
     assert streamed == [(rows[-1].seq, "fill")]
-    assert published == []
 
     await intent(running.store, "u-2", broker_id=8)
     running.broker.on_order_report(report("u-2", "Submitted", 0, broker_id=8))
@@ -578,7 +576,6 @@ async def test_a_status_change_and_its_trade_update_are_one_commit(
         ("order_event", "req-cancel"),
     ]
     assert streamed[-1] == (rows[-1].seq, "pending_cancel")
-    assert published == []
 
 
 async def test_reconcile_leaves_an_order_its_post_is_placing_to_the_post(
@@ -632,9 +629,7 @@ async def test_a_post_answered_within_its_cancel_is_answered_as_canceled(
     monkeypatch.setattr(running.broker, "cancel_order", cancel_order)
     async with anyio.create_task_group() as tg:
         tg.start_soon(post)
-        with anyio.fail_after(WAIT):
-            while not running.broker.sent:
-                await anyio.lowlevel.checkpoint()
+        await until_sent(running)
         record = await running.store.get_order("cc-1")
         assert record is not None
         with contextlib.suppress(OrderProblem):  # the row may already be canceled: a 409

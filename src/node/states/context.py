@@ -29,7 +29,8 @@ class StateContext:
     operator: OperatorState
     post: Callable[[Event], None]
     notify: Callable[[str, str, str], None]  # (kind, message, state)
-    # CONNECTED: carry out a pending kill, then reconcile orders; returns a summary.
+    # CONNECTED and DEGRADED's recovery: carry out a pending kill, then reconcile orders;
+    # returns a summary.
     reconcile: Callable[[], Awaitable[str]]
     # OFF: what to do with the node's working orders before the gateway stops.
     before_stop: Callable[[Event], Awaitable[None]]
