@@ -147,6 +147,8 @@ class Trading:
         """
         connected = self.broker.connected and self._state() in ("SERVING", "DEGRADED", "CONNECTED")
         self.operator.engage_kill(scope)
+        # An account-wide cancel still pending from an earlier kill is not narrowed by this one.
+        scope = self.operator.kill_pending or scope
         logger.warning("request {}: KILL SWITCH engaged (scope {})", request_id, scope)
         self.alert(KILL_SWITCH, f"kill switch engaged (scope {scope}): no order goes out until "
                    "`ibkr-node ctl clear-kill` on the laptop")  # fmt: skip

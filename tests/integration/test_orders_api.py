@@ -315,6 +315,22 @@ async def test_a_kill_that_meets_an_order_being_placed_is_carried_out(
     assert trading.daemon.operator.kill_switch is True
 
 
+async def test_a_later_kill_does_not_narrow_a_pending_account_wide_one(
+    trading: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account-wide cancel still pending (IB's global cancel not yet sent) is carried out
+    by the next kill, even one for the node's own orders, before the pending is cleared."""
+    trading.daemon.operator.engage_kill("account")
+    global_cancels: list[str] = []
+    monkeypatch.setattr(trading.daemon.broker, "global_cancel",
+                        lambda: global_cancels.append("sent"))  # fmt: skip
+    async with client(trading) as http:
+        killed = (await http.post("/v1/kill")).json()
+    assert (killed["scope"], killed["pending"]) == ("account", False)
+    assert global_cancels == ["sent"]
+    assert trading.daemon.operator.kill_pending is None
+
+
 async def test_kill_without_a_gateway_is_pending_until_connected(
     node_factory: Any, tmp_path: Path
 ) -> None:
